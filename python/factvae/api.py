@@ -1,0 +1,457 @@
+"""The user-facing ``FactVAE`` class: paired AnnData in; embeddings, augmented ATAC, links out."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from . import __version__
+from .checkpoints import CheckpointPolicy
+from .errors import FactVAEInputError
+from .genomics import AnnotationLike, harmonise_chromosomes, peak_ranges, read_gene_annotation
+from .inputs import check_not_empty, check_unique, match_cells, raw_counts, reduction
+from .model import Architecture, FactVAENetwork
+from .outputs import augment, infer_links, latent_means
+from .persistence import load_arrays, load_json, load_torch, save_arrays, save_json, save_torch
+from .preprocessing import (
+    LSIProjection,
+    PCAProjection,
+    atac_lsi,
+    highly_variable_genes,
+    log_library_size,
+    rna_pca,
+)
+from .prior import GeneToPeak, coerce_g2p, gene_to_peak
+from .settings import ModelSettings
+from .training import Trainer, TrainingData, seed_everything, select_device
+
+SETTINGS_FILE, WEIGHTS_FILE, ARRAYS_FILE = "settings.json", "weights.pt", "arrays.npz"
+
+
+class FactVAE:
+    """FactVAE on paired single-cell RNA + ATAC counts (Wang et al.; paper Eq. 1-14).
+
+    ``rna`` and ``atac`` are AnnData with the same cells (matched by name) and raw counts in
+    ``layers['counts']`` or ``.X``. The gene-to-peak prior comes from ``gene_annotation``
+    (frame or BED/GTF path) or a ready ``g2p``. Settings default to the authors' values; see
+    :class:`factvae.settings.ModelSettings` for each.
+    """
+
+    def __init__(
+        self,
+        rna: Any,
+        atac: Any,
+        gene_annotation: AnnotationLike | None = None,
+        g2p: Any = None,
+        *,
+        rna_rep: Any = None,
+        atac_rep: Any = None,
+        drop_empty_features: bool = False,
+        **settings: Any,
+    ) -> None:
+        self.settings = ModelSettings.from_kwargs(settings)
+        self.obs_names, atac_rows = match_cells(rna, atac)
+        rna_counts = raw_counts(rna, "rna")
+        atac_counts = raw_counts(atac, "atac")[atac_rows]
+        all_genes = pd.Index(rna.var_names.astype(str))
+        all_peaks = pd.Index(atac.var_names.astype(str))
+        check_unique(all_genes, "rna feature (gene)")
+        check_unique(all_peaks, "atac feature (peak)")
+        peak_coords_all = peak_ranges(atac.var)
+        rna_counts, genes_kept = check_not_empty(
+            rna_counts, self.obs_names, all_genes, "rna", drop_empty_features
+        )
+        atac_counts, self.peaks = check_not_empty(
+            atac_counts, self.obs_names, all_peaks, "atac", drop_empty_features
+        )
+        self.peak_coords = peak_coords_all.loc[self.peaks]
+        n_cells = len(self.obs_names)
+        self.settings.check_against_data(n_cells)
+
+        self.gene_coords_all = self._annotation(gene_annotation)
+        gene_index = self._select_genes(rna_counts, genes_kept)
+        self.genes = genes_kept[gene_index]
+        self.gene_coords = (
+            self.gene_coords_all.reindex(self.genes) if self.gene_coords_all is not None else None
+        )
+        self.g2p = self._prior(g2p, all_genes, all_peaks)
+
+        s = self.settings
+        if rna_rep is None:
+            rna_input, pca = rna_pca(
+                rna_counts[:, gene_index],
+                np.asarray(rna_counts.sum(axis=1)).ravel(),
+                s.n_components,
+                s.preprocess_seed,
+            )
+        else:
+            rna_input, pca = reduction(rna_rep, rna, n_cells, np.arange(n_cells), "rna_rep"), None
+        if atac_rep is None:
+            atac_input, lsi = atac_lsi(atac_counts, s.n_components, s.preprocess_seed)
+        else:
+            atac_input = reduction(atac_rep, atac, n_cells, atac_rows, "atac_rep")
+            lsi = None
+        self.projections: dict[str, PCAProjection | LSIProjection | None] = {"rna": pca, "atac": lsi}
+        self._data: TrainingData | None = TrainingData(
+            rna_input,
+            atac_input,
+            sp.csr_matrix(rna_counts[:, gene_index]),
+            atac_counts,
+            log_library_size(rna_counts),
+            log_library_size(atac_counts),
+        )
+        self._rna_rep, self._atac_rep = rna_input, atac_input
+        self._rna_log_library = self._data.rna_log_library
+        self._atac_log_library = self._data.atac_log_library
+        self.architecture = Architecture(
+            rna_input=rna_input.shape[1],
+            atac_input=atac_input.shape[1],
+            n_genes=len(self.genes),
+            n_peaks=len(self.peaks),
+            n_latent=s.n_latent,
+            rna_hidden=tuple(s.rna_hidden),
+            atac_hidden=tuple(s.atac_hidden),
+            dropout=s.dropout,
+            rna_likelihood=s.likelihood,
+            atac_likelihood=s.likelihood,
+        )
+        self.network = FactVAENetwork(self.architecture)
+        self.history: list[dict[str, float]] = []
+        self.is_trained = False
+        self.device = torch.device("cpu")
+
+    # ---- construction helpers -------------------------------------------------------------
+    def _annotation(self, gene_annotation: AnnotationLike | None) -> pd.DataFrame | None:
+        if gene_annotation is None:
+            return None
+        genes = read_gene_annotation(gene_annotation)
+        return harmonise_chromosomes(genes, self.peak_coords)
+
+    def _select_genes(self, counts: sp.csr_matrix, genes: pd.Index) -> np.ndarray:
+        """Genes seen in >= min_cells cells (and annotated, when an annotation is given), then HVGs."""
+        s = self.settings
+        detected = np.asarray((counts > 0).sum(axis=0)).ravel()
+        eligible = detected >= s.min_cells
+        if self.gene_coords_all is not None:
+            annotated = genes.isin(self.gene_coords_all.index)
+            if not annotated.any():
+                raise FactVAEInputError(
+                    "No rna gene name appears in the gene annotation (for example "
+                    f"{genes[:3].tolist()} vs {self.gene_coords_all.index[:3].tolist()}); use an "
+                    "annotation keyed by the same gene symbols."
+                )
+            eligible &= annotated
+        candidates = np.nonzero(eligible)[0]
+        if len(candidates) < 2:
+            raise FactVAEInputError(
+                f"Only {len(candidates)} genes are detected in >= {s.min_cells} cells"
+                + (" and annotated" if self.gene_coords_all is not None else "")
+                + "; lower min_cells= or check the rna counts."
+            )
+        chosen = highly_variable_genes(counts[:, candidates], s.n_hvg)
+        return candidates[chosen]
+
+    def _prior(self, g2p: Any, all_genes: pd.Index, all_peaks: pd.Index) -> GeneToPeak:
+        if g2p is None:
+            if self.gene_coords is None:
+                raise FactVAEInputError(
+                    "FactVAE needs a gene-to-peak prior: pass gene_annotation= (a BED/GTF path or "
+                    "a frame with chrom, start, end, gene_name, strand) or g2p=."
+                )
+            frame = self.gene_coords.reset_index(names="gene_name")
+            prior = gene_to_peak(frame, self.peak_coords, upstream=self.settings.upstream)
+            prior = prior.subset(self.genes, self.peaks)
+        else:
+            if (sp.issparse(g2p) or isinstance(g2p, np.ndarray)) and g2p.shape == (
+                len(all_genes),
+                len(all_peaks),
+            ):
+                g2p = GeneToPeak(sp.csr_matrix(g2p, dtype=np.float32), all_genes, all_peaks)
+            prior = coerce_g2p(g2p, self.genes, self.peaks)
+        if prior.nnz == 0:
+            raise FactVAEInputError(
+                "No modelled gene's locus overlaps any peak, so the regulatory loss has no pairs. "
+                "Check that the gene annotation and the peaks use the same genome build and "
+                "chromosome names, or pass a g2p with pairs among the modelled genes."
+            )
+        return prior
+
+    # ---- training -------------------------------------------------------------------------
+    def fit(
+        self,
+        max_epochs: int = 300,
+        batch_size: int = 128,
+        device: str = "auto",
+        seed: int = 0,
+        progress: bool = True,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 10,
+        bf16: bool = False,
+    ) -> FactVAE:
+        """Train from scratch (or resume from ``checkpoint_dir``); returns ``self``.
+
+        Each minibatch is densified on its own from sparse storage. The same ``seed`` gives
+        the same model on CPU, bit for bit.
+        """
+        if self._data is None:
+            raise FactVAEInputError(
+                "This model was loaded from disk without its training counts; build a new "
+                "FactVAE from the data to train again."
+            )
+        _check_positive_int(max_epochs, "max_epochs")
+        _check_positive_int(batch_size, "batch_size")
+        _check_positive_int(checkpoint_every, "checkpoint_every")
+        self.device = select_device(device)
+        seed_everything(seed)
+        self.network = FactVAENetwork(self.architecture)
+        coo = self.g2p.matrix.tocoo()
+        trainer = Trainer(
+            self.network,
+            (coo.row, coo.col),
+            self.settings.loss_weights(),
+            self.settings.optimiser(),
+            self.device,
+            autocast_bf16=bf16,
+        )
+        policy = CheckpointPolicy(Path(checkpoint_dir), checkpoint_every) if checkpoint_dir else None
+        if progress:
+            print(f"FactVAE: training on {self.device} ({len(self.obs_names)} cells)")
+        try:
+            trainer.fit(self._data, max_epochs, batch_size, seed, progress, policy)
+        finally:
+            self.history = trainer.history
+        self.is_trained = True
+        return self
+
+    # ---- outputs --------------------------------------------------------------------------
+    def _require_trained(self) -> None:
+        if not self.is_trained:
+            raise FactVAEInputError("The model is not trained yet; call fit() first.")
+
+    def get_latent(self, kind: str = "joint") -> np.ndarray:
+        """Cell embeddings (posterior means): ``joint`` = concat(z_atac, z_rna), or one side."""
+        self._require_trained()
+        return latent_means(self.network, self._rna_rep, self._atac_rep, kind, self.device)
+
+    def gene_embeddings(self) -> pd.DataFrame:
+        """Genes x latent: the columns of the RNA decoder's factor matrix."""
+        self._require_trained()
+        values = self.network.rna_decoder.feature.detach().cpu().numpy().T
+        return pd.DataFrame(values, index=self.genes, columns=_latent_names(values.shape[1]))
+
+    def peak_embeddings(self) -> pd.DataFrame:
+        """Peaks x latent: the columns of the ATAC decoder's factor matrix."""
+        self._require_trained()
+        values = self.network.atac_decoder.feature.detach().cpu().numpy().T
+        return pd.DataFrame(values, index=self.peaks, columns=_latent_names(values.shape[1]))
+
+    def augment_atac(
+        self,
+        cells: Any = None,
+        peaks: Any = None,
+        chunk_size: int = 1024,
+        threshold: float | None = None,
+    ) -> np.ndarray | sp.csr_matrix:
+        """Augmented ATAC (Eq. 12) for the chosen cells x peaks, computed chunk by chunk.
+
+        Dense float32 when ``threshold`` is None, else CSR keeping values >= ``threshold``.
+        """
+        self._require_trained()
+        _check_positive_int(chunk_size, "chunk_size")
+        cell_rows = _positions(self.obs_names, cells, "cells")
+        peak_cols = _positions(self.peaks, peaks, "peaks")
+        return augment(
+            self.network,
+            self._atac_rep[cell_rows],
+            self._atac_log_library[cell_rows],
+            peak_cols,
+            self.device,
+            chunk_size,
+            threshold,
+        )
+
+    def infer_links(
+        self, window: int = 150_000, n_background: int = 100_000, seed: int = 0
+    ) -> pd.DataFrame:
+        """Gene-peak links within ``window`` bp of each TSS, scored by embedding cosine."""
+        self._require_trained()
+        if self.gene_coords is None:
+            raise FactVAEInputError(
+                "infer_links needs gene coordinates: build the model with gene_annotation=."
+            )
+        located = self.gene_coords.dropna()
+        return infer_links(
+            self.gene_embeddings().loc[located.index],
+            self.peak_embeddings(),
+            located.astype({"start": np.int64, "end": np.int64}),
+            self.peak_coords,
+            window,
+            n_background,
+            seed,
+        )
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write weights, settings, feature names, projections and versions to a folder."""
+        self._require_trained()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_torch(folder / WEIGHTS_FILE, self.network.state_dict())
+        arrays: dict[str, np.ndarray] = {
+            "obs_names": self.obs_names.to_numpy(dtype=str),
+            "genes": self.genes.to_numpy(dtype=str),
+            "peaks": self.peaks.to_numpy(dtype=str),
+            "peak_chrom": self.peak_coords["chrom"].to_numpy(dtype=str),
+            "peak_start": self.peak_coords["start"].to_numpy(),
+            "peak_end": self.peak_coords["end"].to_numpy(),
+            "rna_rep": self._rna_rep,
+            "atac_rep": self._atac_rep,
+            "rna_log_library": self._rna_log_library,
+            "atac_log_library": self._atac_log_library,
+            "g2p_rows": self.g2p.matrix.tocoo().row,
+            "g2p_cols": self.g2p.matrix.tocoo().col,
+        }
+        if self.gene_coords is not None:
+            arrays.update(
+                gene_chrom=self.gene_coords["chrom"].fillna("").to_numpy(dtype=str),
+                gene_start=self.gene_coords["start"].fillna(-1).to_numpy(dtype=np.int64),
+                gene_end=self.gene_coords["end"].fillna(-1).to_numpy(dtype=np.int64),
+                gene_strand=self.gene_coords["strand"].fillna("+").to_numpy(dtype=str),
+            )
+        for name, projection in self.projections.items():
+            if projection is not None:
+                for key, value in asdict(projection).items():
+                    arrays[f"{name}_projection_{key}"] = np.asarray(value)
+        save_arrays(folder / ARRAYS_FILE, arrays)
+        save_json(
+            folder / SETTINGS_FILE,
+            {
+                "settings": self.settings.to_dict(),
+                "architecture": asdict(self.architecture),
+                "history": self.history,
+                "versions": {
+                    "factvae": __version__,
+                    "torch": torch.__version__,
+                    "numpy": np.__version__,
+                    "python": platform.python_version(),
+                },
+            },
+        )
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> FactVAE:
+        """A trained model from ``save``; gives the same outputs. Never unpickles objects."""
+        folder = Path(path)
+        for name in (SETTINGS_FILE, WEIGHTS_FILE, ARRAYS_FILE):
+            if not (folder / name).exists():
+                raise FactVAEInputError(
+                    f"{folder} is not a saved FactVAE model ({name} is missing)."
+                )
+        meta = load_json(folder / SETTINGS_FILE)
+        arrays = load_arrays(folder / ARRAYS_FILE)
+        model = cls.__new__(cls)
+        model.settings = ModelSettings.from_kwargs(meta["settings"])
+        arch = dict(meta["architecture"])
+        arch["rna_hidden"], arch["atac_hidden"] = tuple(arch["rna_hidden"]), tuple(arch["atac_hidden"])
+        model.architecture = Architecture(**arch)
+        model.network = FactVAENetwork(model.architecture)
+        model.network.load_state_dict(load_torch(folder / WEIGHTS_FILE))
+        model.device = select_device(device)
+        model.network.to(model.device)
+        model.history = meta["history"]
+        model.obs_names = pd.Index(arrays["obs_names"])
+        model.genes = pd.Index(arrays["genes"])
+        model.peaks = pd.Index(arrays["peaks"])
+        model.peak_coords = pd.DataFrame(
+            {"chrom": arrays["peak_chrom"], "start": arrays["peak_start"], "end": arrays["peak_end"]},
+            index=model.peaks,
+        )
+        if "gene_chrom" in arrays:
+            coords = pd.DataFrame(
+                {
+                    "chrom": arrays["gene_chrom"],
+                    "start": arrays["gene_start"],
+                    "end": arrays["gene_end"],
+                    "strand": arrays["gene_strand"],
+                },
+                index=model.genes,
+            )
+            model.gene_coords = coords[coords["start"] >= 0].reindex(model.genes)
+        else:
+            model.gene_coords = None
+        model.gene_coords_all = model.gene_coords
+        model.g2p = GeneToPeak(
+            sp.csr_matrix(
+                (
+                    np.ones(len(arrays["g2p_rows"]), dtype=np.float32),
+                    (arrays["g2p_rows"], arrays["g2p_cols"]),
+                ),
+                shape=(len(model.genes), len(model.peaks)),
+            ),
+            model.genes,
+            model.peaks,
+        )
+        model._rna_rep, model._atac_rep = arrays["rna_rep"], arrays["atac_rep"]
+        model._rna_log_library = arrays["rna_log_library"]
+        model._atac_log_library = arrays["atac_log_library"]
+        model.projections = {
+            "rna": _projection(arrays, "rna", PCAProjection),
+            "atac": _projection(arrays, "atac", LSIProjection),
+        }
+        model._data = None
+        model.is_trained = True
+        return model
+
+    def __repr__(self) -> str:
+        state = f"trained {len(self.history)} epochs" if self.is_trained else "not trained"
+        return (
+            f"FactVAE({len(self.obs_names)} cells, {len(self.genes)} genes, {len(self.peaks)} "
+            f"peaks, {self.g2p.nnz} prior pairs, latent {self.architecture.n_latent}; {state})"
+        )
+
+
+def _projection(arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:
+    prefix = f"{name}_projection_"
+    values = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+    if not values:
+        return None
+    if "target_sum" in values:
+        values["target_sum"] = float(values["target_sum"])
+    return kind(**values)
+
+
+def _latent_names(n: int) -> list[str]:
+    return [f"factor_{i + 1}" for i in range(n)]
+
+
+def _positions(index: pd.Index, chosen: Any, what: str) -> np.ndarray:
+    """Row positions of the chosen names (or integer positions, or a boolean mask); all if None."""
+    if chosen is None:
+        return np.arange(len(index))
+    values = np.asarray(chosen)
+    if values.dtype == bool:
+        if len(values) != len(index):
+            raise FactVAEInputError(f"A boolean {what} mask needs {len(index)} entries.")
+        return np.nonzero(values)[0]
+    if np.issubdtype(values.dtype, np.integer):
+        if ((values < 0) | (values >= len(index))).any():
+            raise FactVAEInputError(f"Some {what} positions are out of range 0..{len(index) - 1}.")
+        return values
+    positions = index.get_indexer(values.astype(str))
+    if (positions < 0).any():
+        missing = values[positions < 0][:3].tolist()
+        raise FactVAEInputError(f"Unknown {what}: {missing} are not in the model.")
+    return positions
+
+
+def _check_positive_int(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise FactVAEInputError(f"{name} must be a positive integer, got {value!r}.")

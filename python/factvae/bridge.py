@@ -1,0 +1,102 @@
+"""Helpers for the R wrapper: every value that crosses reticulate here is a numpy array, a list
+of strings or a dict of those, because reticulate 1.28 cannot convert scipy.sparse matrices and
+its pandas conversion is fragile. Seurat stores features x cells; the model wants cells x features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+
+def anndata_from_counts(counts, cells, features, var=None):
+    """AnnData (cells x features, CSR) from an R dgCMatrix of features x cells.
+
+    reticulate hands a dgCMatrix over as a CSC matrix that views R's memory; its transpose is the
+    CSR cells x features matrix the model wants, and copying it detaches it from R's memory.
+    """
+    import anndata
+
+    matrix = sp.csc_matrix(counts).T.tocsr(copy=True).astype(np.float32)
+    var_frame = pd.DataFrame(index=pd.Index([str(f) for f in features]))
+    if var is not None:
+        for key, values in dict(var).items():
+            var_frame[key] = np.asarray(values)
+    obs_frame = pd.DataFrame(index=pd.Index([str(c) for c in cells]))
+    return anndata.AnnData(X=matrix, obs=obs_frame, var=var_frame)
+
+
+def csc_parts(matrix) -> dict:
+    """The slots of an R dgCMatrix (i, p, x, Dim) for a sparse matrix in R's orientation."""
+    csc = sp.csc_matrix(matrix)
+    csc.sum_duplicates()
+    csc.sort_indices()
+    return {
+        "i": csc.indices.astype(np.int32),
+        "p": csc.indptr.astype(np.int32),
+        "x": csc.data.astype(np.float64),
+        "dim": np.asarray(csc.shape, dtype=np.int32),
+    }
+
+
+def frame_columns(frame: pd.DataFrame) -> dict:
+    """A DataFrame as a dict of plain columns (strings as lists), so R gets a list of vectors."""
+    out = {}
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            out[str(column)] = values.to_numpy(dtype=np.float64)
+        elif pd.api.types.is_bool_dtype(values):
+            out[str(column)] = values.to_numpy(dtype=bool)
+        else:
+            out[str(column)] = [str(v) for v in values]
+    return out
+
+
+def model_summary(model) -> dict:
+    """Cell, gene and peak names of a trained model, and its embeddings as plain arrays."""
+    genes = model.gene_embeddings()
+    peaks = model.peak_embeddings()
+    return {
+        "cells": [str(c) for c in model.obs_names],
+        "genes": [str(g) for g in genes.index],
+        "gene_embeddings": genes.to_numpy(dtype=np.float64),
+        "peaks": [str(p) for p in peaks.index],
+        "peak_embeddings": peaks.to_numpy(dtype=np.float64),
+    }
+
+
+def augment_chunk(model, cells, peaks, threshold=None, chunk_size=1024):
+    """Augmented ATAC for some cells, as peaks x cells: a dense array or dgCMatrix parts."""
+    values = model.augment_atac(
+        cells=list(cells), peaks=None if peaks is None else list(peaks),
+        chunk_size=int(chunk_size), threshold=threshold,
+    )
+    if sp.issparse(values):
+        return {"sparse": True, **csc_parts(values.T)}
+    # The transpose of a C-ordered array is Fortran-ordered, which reticulate copies as is.
+    return {"sparse": False, "values": np.asarray(values).T}
+
+
+def infer_links(model, window=150_000, n_background=100_000, seed=0) -> dict:
+    """Gene-peak links as plain columns (see ``FactVAE.infer_links``)."""
+    return frame_columns(model.infer_links(window=window, n_background=n_background, seed=seed))
+
+
+def simulation_parts(n_cells=600, seed=0) -> dict:
+    """The simulator's data as R-ready parts: counts features x cells, names and tables."""
+    from .simulate import simulate
+
+    sim = simulate(n_cells=int(n_cells), seed=int(seed))
+    return {
+        "rna": csc_parts(sim.rna.X.T),
+        "atac": csc_parts(sim.atac.X.T),
+        "cells": [str(c) for c in sim.rna.obs_names],
+        "genes": [str(g) for g in sim.rna.var_names],
+        "peaks": [str(p) for p in sim.atac.var_names],
+        "peak_ranges": frame_columns(sim.atac.var[["chrom", "start", "end"]]),
+        "cell_type": [str(c) for c in sim.rna.obs["cell_type"]],
+        "annotation": frame_columns(sim.genes[["chrom", "start", "end", "gene_name", "strand"]]),
+        "links": frame_columns(sim.links[["gene", "peak"]]),
+    }

@@ -1,0 +1,146 @@
+"""Validation of the user's paired AnnData: counts, cell matching, features, reductions.
+
+Nothing here modifies the caller's objects: every array we keep is a new object or a read-only
+view that is never written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .errors import FactVAEInputError
+
+
+@dataclass
+class ModalityCounts:
+    """One modality's raw counts (cells x features, CSR float32) with names."""
+
+    counts: sp.csr_matrix
+    features: pd.Index
+
+
+def _check_anndata(adata: object, name: str) -> None:
+    if not (hasattr(adata, "obs_names") and hasattr(adata, "var_names") and hasattr(adata, "X")):
+        raise FactVAEInputError(
+            f"{name} must be an AnnData (cells x features, raw counts), not {type(adata).__name__}."
+        )
+
+
+def raw_counts(adata: object, name: str) -> sp.csr_matrix:
+    """Raw counts from ``layers['counts']`` when present, else ``.X``, as CSR float32."""
+    _check_anndata(adata, name)
+    layers = getattr(adata, "layers", {})
+    source = layers["counts"] if "counts" in layers else adata.X
+    where = "layers['counts']" if "counts" in layers else ".X"
+    if source is None:
+        raise FactVAEInputError(f"{name}{where} is empty; put the raw counts in {name}.X.")
+    if getattr(adata, "isbacked", False) and source is adata.X:
+        source = source[:]  # backed mode: this reads the matrix once, still sparse
+    if sp.issparse(source):
+        matrix = sp.csr_matrix(source, dtype=np.float32)
+    else:
+        values = np.asarray(source)
+        if values.ndim != 2 or not np.issubdtype(values.dtype, np.number):
+            raise FactVAEInputError(f"{name}{where} must be a numeric 2-D matrix of counts.")
+        matrix = sp.csr_matrix(values.astype(np.float32, copy=False))
+    _check_count_values(matrix.data, f"{name}{where}")
+    return matrix
+
+
+def _check_count_values(values: np.ndarray, where: str) -> None:
+    if not np.isfinite(values).all():
+        raise FactVAEInputError(
+            f"{where} holds NaN or infinite values; FactVAE needs raw counts (replace or drop them)."
+        )
+    if (values < 0).any():
+        raise FactVAEInputError(
+            f"{where} holds negative values; FactVAE needs raw counts, not normalised or scaled "
+            "data (use the counts layer)."
+        )
+    if not np.array_equal(values, np.round(values)):
+        warnings.warn(
+            f"{where} holds non-integer values; FactVAE models raw counts and will use them as "
+            "given. If these are normalised data, pass the raw counts instead.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def check_unique(names: pd.Index, what: str) -> None:
+    if names.has_duplicates:
+        dups = names[names.duplicated()].unique()[:3].tolist()
+        raise FactVAEInputError(
+            f"{what} names must be unique; {int(names.duplicated().sum())} are repeated (for "
+            f"example {dups}). Make them unique (e.g. AnnData.{'obs' if 'cell' in what else 'var'}"
+            "_names_make_unique())."
+        )
+
+
+def match_cells(rna: object, atac: object) -> tuple[pd.Index, np.ndarray]:
+    """The RNA cell order and, for each, its row in ATAC; the two must hold the same cells."""
+    rna_cells = pd.Index(rna.obs_names.astype(str))
+    atac_cells = pd.Index(atac.obs_names.astype(str))
+    check_unique(rna_cells, "rna cell")
+    check_unique(atac_cells, "atac cell")
+    atac_rows = atac_cells.get_indexer(rna_cells)
+    only_rna = int((atac_rows < 0).sum())
+    only_atac = len(atac_cells) - (len(rna_cells) - only_rna)
+    if only_rna or only_atac:
+        example = rna_cells[atac_rows < 0][:2].tolist() or atac_cells[
+            ~atac_cells.isin(rna_cells)
+        ][:2].tolist()
+        raise FactVAEInputError(
+            f"rna and atac must hold the same cells (matched by name): {only_rna} cells are only "
+            f"in rna and {only_atac} only in atac (for example {example}). Subset both to their "
+            "shared cells, e.g. cells = rna.obs_names.intersection(atac.obs_names)."
+        )
+    return rna_cells, atac_rows
+
+
+def check_not_empty(counts: sp.csr_matrix, cells: pd.Index, features: pd.Index, what: str,
+                    drop_empty_features: bool) -> tuple[sp.csr_matrix, pd.Index]:
+    """Reject cells with no counts (their size factor is log 0); drop or reject empty features."""
+    cell_totals = np.asarray(counts.sum(axis=1)).ravel()
+    if (cell_totals == 0).any():
+        example = cells[cell_totals == 0][:3].tolist()
+        raise FactVAEInputError(
+            f"{int((cell_totals == 0).sum())} cells have no {what} counts (for example "
+            f"{example}); remove them before fitting (their library size is zero)."
+        )
+    detected = np.asarray((counts > 0).sum(axis=0)).ravel()
+    if (detected == 0).all():
+        raise FactVAEInputError(f"Every {what} feature is all-zero; check the counts.")
+    if (detected == 0).any():
+        if not drop_empty_features:
+            raise FactVAEInputError(
+                f"{int((detected == 0).sum())} {what} features have no counts in any cell (for "
+                f"example {features[detected == 0][:3].tolist()}); remove them, or pass "
+                "drop_empty_features=True."
+            )
+        keep = np.nonzero(detected > 0)[0]
+        return counts[:, keep], features[keep]
+    return counts, features
+
+
+def reduction(rep: object, adata: object, n_cells: int, rows: np.ndarray, what: str) -> np.ndarray:
+    """A user-supplied reduction (array, or a key of ``obsm``) in the model's cell order."""
+    if isinstance(rep, str):
+        if rep not in adata.obsm:
+            raise FactVAEInputError(
+                f"{what}={rep!r} is not in obsm (keys: {list(adata.obsm.keys())})."
+            )
+        rep = adata.obsm[rep]
+    values = np.asarray(rep.to_numpy() if isinstance(rep, pd.DataFrame) else rep, dtype=np.float32)
+    if values.ndim != 2 or values.shape[0] != n_cells:
+        raise FactVAEInputError(
+            f"{what} must be a cells x components matrix with {n_cells} rows; got shape "
+            f"{values.shape}."
+        )
+    if not np.isfinite(values).all():
+        raise FactVAEInputError(f"{what} holds NaN or infinite values.")
+    return np.ascontiguousarray(values[rows])

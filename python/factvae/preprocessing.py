@@ -1,0 +1,177 @@
+"""Encoder inputs and size factors, all computed from sparse counts without densifying.
+
+RNA: seurat_v3 HVGs on counts, then PCA of log-normalised, scaled HVG expression.
+ATAC: TF-IDF, log1p of the scaled frequencies, truncated SVD, each cell's vector standardised.
+The scaling and centring are applied implicitly inside the SVD, so no dense cells x genes copy
+is ever made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import FactVAEInputError
+
+
+def highly_variable_genes(counts: sp.csr_matrix, n_top: int) -> np.ndarray:
+    """Indices of the ``n_top`` most variable genes by the seurat_v3 rule (Stuart et al. 2019).
+
+    A loess fit of log variance against log mean gives each gene an expected sd; counts are
+    clipped at mean + sd * sqrt(N) and the variance of the standardised values ranks genes.
+    """
+    from skmisc.loess import loess
+
+    n_cells, n_genes = counts.shape
+    if n_top >= n_genes:
+        return np.arange(n_genes)
+    mean = np.asarray(counts.mean(axis=0)).ravel()
+    mean_sq = np.asarray(counts.multiply(counts).mean(axis=0)).ravel()
+    var = (mean_sq - mean**2) * n_cells / (n_cells - 1)
+    variable = var > 0
+    fit = loess(np.log10(mean[variable]), np.log10(var[variable]), span=0.3, degree=2)
+    fit.fit()
+    expected_sd = np.zeros(n_genes)
+    expected_sd[variable] = np.sqrt(10 ** fit.outputs.fitted_values)
+    clip = mean + expected_sd * np.sqrt(n_cells)
+    csc = counts.tocsc()
+    clipped = np.minimum(csc.data, np.repeat(clip, np.diff(csc.indptr)))
+    column = np.repeat(np.arange(n_genes), np.diff(csc.indptr))
+    sums = np.bincount(column, weights=clipped, minlength=n_genes)
+    squares = np.bincount(column, weights=clipped**2, minlength=n_genes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm_var = (n_cells * mean**2 + squares - 2 * sums * mean) / (
+            (n_cells - 1) * expected_sd**2
+        )
+    norm_var[~variable] = -np.inf
+    order = np.argsort(-norm_var, kind="stable")
+    return np.sort(order[:n_top])
+
+
+def randomized_svd(
+    matrix: sp.spmatrix,
+    n_components: int,
+    seed: int,
+    center: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+    n_iter: int = 7,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Truncated SVD of ``(matrix - center) / scale`` (per column) with sparse products only.
+
+    Halko et al. (2011) with power iterations; the centred, scaled matrix is never formed.
+    """
+    n_rows, n_cols = matrix.shape
+    k = min(n_components, n_rows - 1, n_cols - 1)
+    if k < 1:
+        raise FactVAEInputError(
+            f"Cannot compute a {n_components}-component reduction of a {n_rows} x {n_cols} "
+            "matrix; give more cells and features."
+        )
+    inv_scale = np.ones(n_cols) if scale is None else 1.0 / scale
+    shift = np.zeros(n_cols) if center is None else center * inv_scale
+
+    def right(block: np.ndarray) -> np.ndarray:  # A @ block
+        return matrix @ (block * inv_scale[:, None]) - np.outer(np.ones(n_rows), shift @ block)
+
+    def left(block: np.ndarray) -> np.ndarray:  # A.T @ block
+        return (matrix.T @ block) * inv_scale[:, None] - np.outer(shift, block.sum(axis=0))
+
+    rng = np.random.default_rng(seed)
+    oversampled = min(k + 10, min(n_rows, n_cols))
+    basis = right(rng.standard_normal((n_cols, oversampled)))
+    for _ in range(n_iter):
+        basis, _ = np.linalg.qr(basis)
+        basis, _ = np.linalg.qr(left(basis))
+        basis = right(basis)
+    basis, _ = np.linalg.qr(basis)
+    small = left(basis).T
+    u_small, singular, vt = np.linalg.svd(small, full_matrices=False)
+    u = basis @ u_small
+    # Fix signs so results do not depend on the LAPACK build.
+    signs = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(u.shape[1])])
+    signs[signs == 0] = 1
+    return u[:, :k] * signs[:k], singular[:k], vt[:k] * signs[:k, None]
+
+
+@dataclass
+class PCAProjection:
+    """What is needed to project new cells onto the RNA PCA (kept with a saved model)."""
+
+    target_sum: float
+    mean: np.ndarray
+    std: np.ndarray
+    components: np.ndarray  # n_components x n_genes
+
+
+def log_normalise(counts: sp.csr_matrix, totals: np.ndarray, target_sum: float) -> sp.csr_matrix:
+    """Counts per ``target_sum`` (given each cell's ``totals``) then log1p, keeping sparsity."""
+    scale = target_sum / np.where(totals > 0, totals, 1)
+    normalised = sp.csr_matrix(sp.diags(scale) @ counts, dtype=np.float64)
+    normalised.data = np.log1p(normalised.data)
+    return normalised
+
+
+def rna_pca(
+    hvg_counts: sp.csr_matrix, totals: np.ndarray, n_components: int, seed: int
+) -> tuple[np.ndarray, PCAProjection]:
+    """PCA of log-normalised, zero-mean unit-variance HVG expression.
+
+    Cells are normalised by their total over all genes (``totals``) to the median total, as
+    scanpy's ``normalize_total`` does before HVG subsetting.
+    """
+    target_sum = float(np.median(totals))
+    logged = log_normalise(hvg_counts, totals, target_sum)
+    mean = np.asarray(logged.mean(axis=0)).ravel()
+    mean_sq = np.asarray(logged.multiply(logged).mean(axis=0)).ravel()
+    n = logged.shape[0]
+    std = np.sqrt(np.maximum(mean_sq - mean**2, 0) * n / max(n - 1, 1))
+    std[std == 0] = 1.0
+    u, singular, vt = randomized_svd(logged, n_components, seed, center=mean, scale=std)
+    return (u * singular).astype(np.float32), PCAProjection(target_sum, mean, std, vt)
+
+
+@dataclass
+class LSIProjection:
+    """What is needed to project new cells onto the ATAC LSI (kept with a saved model)."""
+
+    idf: np.ndarray
+    components: np.ndarray  # n_components x n_peaks
+    singular: np.ndarray
+
+
+def tfidf_log(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
+    """TF-IDF, L1-normalised per cell, then log1p of the frequencies scaled by 10^4."""
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    totals[totals == 0] = 1
+    tf = sp.csr_matrix(sp.diags(1.0 / totals) @ counts, dtype=np.float64)
+    weighted = sp.csr_matrix(tf @ sp.diags(idf))
+    norms = np.asarray(weighted.sum(axis=1)).ravel()
+    norms[norms == 0] = 1
+    scaled = sp.csr_matrix(sp.diags(1e4 / norms) @ weighted)
+    scaled.data = np.log1p(scaled.data)
+    return scaled
+
+
+def atac_lsi(counts: sp.csr_matrix, n_components: int, seed: int) -> tuple[np.ndarray, LSIProjection]:
+    """LSI as scGLUE does it: TF-IDF, log1p(1e4 * l1-normalised), truncated SVD, cell-wise z-score."""
+    peak_totals = np.asarray(counts.sum(axis=0)).ravel()
+    peak_totals[peak_totals == 0] = 1
+    idf = counts.shape[0] / peak_totals
+    u, singular, vt = randomized_svd(tfidf_log(counts, idf), n_components, seed, n_iter=15)
+    return standardise_rows(u), LSIProjection(idf, vt, singular)
+
+
+def standardise_rows(values: np.ndarray) -> np.ndarray:
+    """Each cell's vector to zero mean and unit sd (the form the authors' ATAC input holds)."""
+    centred = values - values.mean(axis=1, keepdims=True)
+    sd = centred.std(axis=1, ddof=1, keepdims=True)
+    sd[sd == 0] = 1
+    return (centred / sd).astype(np.float32)
+
+
+def log_library_size(counts: sp.spmatrix) -> np.ndarray:
+    """Size factor of Eq. 12: log of each cell's total raw counts over all features."""
+    totals = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    return np.log(totals).astype(np.float32)

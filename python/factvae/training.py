@@ -1,0 +1,306 @@
+"""The two-phase training loop (paper Eq. 13 then Eq. 11), devices, seeds and checkpoints."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .errors import FactVAEInputError, TrainingDivergedError
+from .likelihoods import SparseCounts
+from .model import FactVAENetwork, gaussian_kl, regulatory_loss, ssa_loss
+
+if TYPE_CHECKING:
+    from .checkpoints import CheckpointPolicy
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Authors' defaults: RNA recon 0.1, ATAC recon 0.002, KL 0.001, alpha 1 (Eq. 1, 13)."""
+
+    rna_recon: float = 0.1
+    atac_recon: float = 0.002
+    kl: float = 0.001
+    regulatory: float = 1.0
+
+
+@dataclass(frozen=True)
+class OptimiserSettings:
+    """Adam for the joint loss, Adam for SSA on the ATAC encoder, exponential decay per epoch."""
+
+    lr: float = 1e-3
+    ssa_lr: float = 5e-4
+    lr_decay: float = 0.995
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainingData:
+    """Everything a minibatch is cut from; counts stay sparse (CSR, cells x features)."""
+
+    rna_rep: np.ndarray
+    atac_rep: np.ndarray
+    rna_counts: sp.csr_matrix
+    atac_counts: sp.csr_matrix
+    rna_log_library: np.ndarray
+    atac_log_library: np.ndarray
+
+    @property
+    def n_cells(self) -> int:
+        return self.rna_rep.shape[0]
+
+
+@dataclass
+class Batch:
+    rna_rep: torch.Tensor
+    atac_rep: torch.Tensor
+    rna_counts: SparseCounts
+    atac_counts: SparseCounts
+    rna_log_library: torch.Tensor
+    atac_log_library: torch.Tensor
+
+
+def sparse_rows(matrix: sp.csr_matrix, index: np.ndarray) -> SparseCounts:
+    """The chosen rows of a CSR matrix as non-zero triplets (never densified)."""
+    block = matrix[index]
+    counts_per_row = np.diff(block.indptr)
+    rows = np.repeat(np.arange(len(index)), counts_per_row)
+    return SparseCounts(
+        torch.from_numpy(rows.astype(np.int64)),
+        torch.from_numpy(block.indices.astype(np.int64)),
+        torch.from_numpy(block.data.astype(np.float32)),
+        (len(index), matrix.shape[1]),
+    )
+
+
+def make_batch(data: TrainingData, index: np.ndarray, device: torch.device) -> Batch:
+    pin = device.type == "cuda"
+
+    def dense(values: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+        return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=pin)
+
+    return Batch(
+        dense(data.rna_rep[index]),
+        dense(data.atac_rep[index]),
+        sparse_rows(data.rna_counts, index).to(device, non_blocking=pin),
+        sparse_rows(data.atac_counts, index).to(device, non_blocking=pin),
+        dense(data.rna_log_library[index]),
+        dense(data.atac_log_library[index]),
+    )
+
+
+def select_device(device: str | torch.device = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU; an explicit request that cannot be met is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FactVAEInputError(
+            f"device={device!r} was asked for but PyTorch sees no CUDA GPU here; use "
+            "device='auto' or 'cpu'."
+        )
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise FactVAEInputError(
+            f"device={device!r} is not a PyTorch device; use 'auto', 'cpu', 'cuda' or 'mps'."
+        ) from err
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def minibatches(n_cells: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches; the last partial batch is dropped (as the authors do) unless it is all."""
+    order = rng.permutation(n_cells)
+    n_full = n_cells // batch_size
+    if n_full == 0:
+        return [order]
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(n_full)]
+
+
+class Trainer:
+    """Runs the per-minibatch joint step (all parameters) and SSA step (ATAC encoder only)."""
+
+    def __init__(
+        self,
+        network: FactVAENetwork,
+        pairs: tuple[np.ndarray, np.ndarray],
+        weights: LossWeights,
+        optim: OptimiserSettings,
+        device: torch.device,
+        autocast_bf16: bool = False,
+    ) -> None:
+        self.network = network.to(device)
+        self.device = device
+        self.weights = weights
+        self.optim = optim
+        self.autocast_bf16 = autocast_bf16 and device.type == "cuda"
+        self.pair_genes = torch.as_tensor(pairs[0], dtype=torch.long, device=device)
+        self.pair_peaks = torch.as_tensor(pairs[1], dtype=torch.long, device=device)
+        self.joint_optimiser = torch.optim.Adam(network.parameters(), lr=optim.lr)
+        self.ssa_optimiser = torch.optim.Adam(network.atac_encoder.parameters(), lr=optim.ssa_lr)
+        self.schedulers = [
+            torch.optim.lr_scheduler.ExponentialLR(self.joint_optimiser, gamma=optim.lr_decay),
+            torch.optim.lr_scheduler.ExponentialLR(self.ssa_optimiser, gamma=optim.lr_decay),
+        ]
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+
+    def joint_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Eq. 1 for each modality plus the regulatory term of Eq. 13."""
+        net = self.network
+        rna_mean, rna_logvar, z_rna = net.rna_encoder(batch.rna_rep)
+        atac_mean, atac_logvar, z_atac = net.atac_encoder(batch.atac_rep)
+        return {
+            "rna_nll": net.rna_decoder.nll(z_rna, batch.rna_log_library, batch.rna_counts).mean(),
+            "rna_kl": gaussian_kl(rna_mean, rna_logvar).mean(),
+            "atac_nll": net.atac_decoder.nll(
+                z_atac, batch.atac_log_library, batch.atac_counts
+            ).mean(),
+            "atac_kl": gaussian_kl(atac_mean, atac_logvar).mean(),
+            "regulatory": regulatory_loss(
+                net.rna_decoder.feature, net.atac_decoder.feature, self.pair_genes, self.pair_peaks
+            ),
+        }
+
+    def joint_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        w = self.weights
+        return (
+            w.rna_recon * terms["rna_nll"]
+            + w.kl * terms["rna_kl"]
+            + w.atac_recon * terms["atac_nll"]
+            + w.kl * terms["atac_kl"]
+            + w.regulatory * torch.exp(terms["regulatory"])
+        )
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        self.network.train()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            terms = self.joint_terms(batch)
+            joint = self.joint_loss(terms)
+        self._check_finite({**terms, "joint": joint})
+        self.joint_optimiser.zero_grad(set_to_none=True)
+        joint.backward()
+        self._check_gradients("joint", list(self.network.parameters()))
+        self.joint_optimiser.step()
+
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            with torch.no_grad():  # the RNA side is a fixed teacher
+                z_teacher = self.network.rna_encoder(batch.rna_rep)[2]
+            ssa = ssa_loss(z_teacher, self.network.atac_encoder(batch.atac_rep)[2])
+        self._check_finite({"ssa": ssa})
+        self.ssa_optimiser.zero_grad(set_to_none=True)
+        ssa.backward()
+        self._check_gradients("ssa", list(self.network.atac_encoder.parameters()))
+        self.ssa_optimiser.step()
+        values = {name: float(value.detach()) for name, value in terms.items()}
+        values["joint"] = float(joint.detach())
+        values["ssa"] = float(ssa.detach())
+        return values
+
+    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not math.isfinite(float(value.detach())):
+                raise TrainingDivergedError(
+                    f"The {name} loss became {float(value.detach())} at epoch {self.epoch + 1}. "
+                    "Lower the learning rate (lr=), check the counts for extreme values, or set "
+                    "grad_clip= to clip gradients."
+                )
+
+    def _check_gradients(self, phase: str, parameters: list[torch.nn.Parameter]) -> None:
+        limit = self.optim.grad_clip if self.optim.grad_clip is not None else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm=limit)
+        if not math.isfinite(float(norm)):
+            raise TrainingDivergedError(
+                f"The gradients of the {phase} step became non-finite at epoch {self.epoch + 1}. "
+                "Lower the learning rate (lr=) or set grad_clip= to clip gradients."
+            )
+
+    def run_epoch(self, data: TrainingData, batch_size: int, rng: np.random.Generator) -> dict:
+        sums: dict[str, float] = {}
+        batches = minibatches(data.n_cells, batch_size, rng)
+        for index in batches:
+            for name, value in self.step(make_batch(data, index, self.device)).items():
+                sums[name] = sums.get(name, 0.0) + value
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self.epoch += 1
+        record = {name: total / len(batches) for name, total in sums.items()}
+        self.history.append(record)
+        return record
+
+    def fit(
+        self,
+        data: TrainingData,
+        max_epochs: int,
+        batch_size: int,
+        seed: int,
+        progress: bool,
+        checkpoint: CheckpointPolicy | None = None,
+    ) -> None:
+        """Train until ``max_epochs``; resumes from the checkpoint's epoch when one is loaded."""
+        rng = np.random.default_rng(seed)
+        if checkpoint is not None:
+            rng = checkpoint.restore(self, rng)
+        epochs = range(self.epoch, max_epochs)
+        bar = _progress_bar(epochs, progress, self.device)
+        for _ in bar:
+            record = self.run_epoch(data, batch_size, rng)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(
+                    rna=f"{record['rna_nll']:.1f}",
+                    atac=f"{record['atac_nll']:.1f}",
+                    reg=f"{record['regulatory']:.3f}",
+                    ssa=f"{record['ssa']:.3f}",
+                )
+            if checkpoint is not None and checkpoint.due(self.epoch, max_epochs):
+                checkpoint.save(self, rng)
+
+    def state(self, rng: np.random.Generator) -> dict:
+        """Everything needed to continue training exactly where it stopped."""
+        return {
+            "network": self.network.state_dict(),
+            "joint_optimiser": self.joint_optimiser.state_dict(),
+            "ssa_optimiser": self.ssa_optimiser.state_dict(),
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "epoch": self.epoch,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": rng.bit_generator.state,
+            "history": self.history,
+        }
+
+    def load_state(self, state: dict) -> np.random.Generator:
+        self.network.load_state_dict(state["network"])
+        self.joint_optimiser.load_state_dict(state["joint_optimiser"])
+        self.ssa_optimiser.load_state_dict(state["ssa_optimiser"])
+        for scheduler, saved in zip(self.schedulers, state["schedulers"]):
+            scheduler.load_state_dict(saved)
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["torch_rng"])
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["numpy_rng"]
+        return rng
+
+
+def _progress_bar(epochs: range, progress: bool, device: torch.device):
+    if not progress or len(epochs) == 0:
+        return epochs
+    from tqdm.auto import tqdm
+
+    return tqdm(epochs, desc=f"FactVAE on {device}", unit="epoch")
