@@ -25,14 +25,18 @@ def load_snare(folder: Path | None = None) -> tuple[ad.AnnData, ad.AnnData, pd.D
     labels = pd.read_csv(folder / "cell_types.tsv", sep="\t").set_index("barcode")["cell_type"]
     obs = pd.DataFrame({"cell_type": labels.reindex(cells).to_numpy()}, index=cells.to_numpy())
     gene_names = pd.read_csv(folder / "genes.tsv", header=None)[0].astype(str)
-    peaks = pd.read_csv(folder / "peaks.bed", sep="\t", header=None, names=["chrom", "start", "end"])
+    peaks = pd.read_csv(
+        folder / "peaks.bed", sep="\t", header=None, names=["chrom", "start", "end"]
+    )
     peaks.index = peaks["chrom"] + "-" + peaks["start"].astype(str) + "-" + peaks["end"].astype(str)
     rna_counts = scipy.io.mmread(folder / "rna_counts.mtx.gz").T.tocsr().astype("float32")
     atac_counts = scipy.io.mmread(folder / "atac_counts.mtx.gz").T.tocsr().astype("float32")
     rna = ad.AnnData(rna_counts, obs=obs.copy(), var=pd.DataFrame(index=gene_names.to_numpy()))
     atac = ad.AnnData(atac_counts, obs=obs.copy(), var=peaks)
     genes = pd.read_csv(
-        folder / "genes.bed", sep="\t", header=None,
+        folder / "genes.bed",
+        sep="\t",
+        header=None,
         names=["chrom", "start", "end", "gene_name", "strand"],
     )
     return rna, atac, genes

@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
-from .api import FactVAE  # noqa: E402
-from .errors import FactVAEInputError, TrainingDivergedError  # noqa: E402
-from .prior import GeneToPeak, gene_to_peak  # noqa: E402
-from .simulate import SimulatedMultiome, simulate  # noqa: E402
+from .api import FactVAE
+from .errors import FactVAEInputError, TrainingDivergedError
+from .prior import GeneToPeak, gene_to_peak
+from .simulate import SimulatedMultiome, simulate
 
 __all__ = [
     "FactVAE",

@@ -53,7 +53,6 @@ class FactVAE:
         *,
         rna_rep: Any = None,
         atac_rep: Any = None,
-        drop_empty_features: bool = False,
         **settings: Any,
     ) -> None:
         self.settings = ModelSettings.from_kwargs(settings)
@@ -65,12 +64,8 @@ class FactVAE:
         check_unique(all_genes, "rna feature (gene)")
         check_unique(all_peaks, "atac feature (peak)")
         peak_coords_all = peak_ranges(atac.var)
-        rna_counts, genes_kept = check_not_empty(
-            rna_counts, self.obs_names, all_genes, "rna", drop_empty_features
-        )
-        atac_counts, self.peaks = check_not_empty(
-            atac_counts, self.obs_names, all_peaks, "atac", drop_empty_features
-        )
+        rna_counts, genes_kept = check_not_empty(rna_counts, self.obs_names, all_genes, "rna")
+        atac_counts, self.peaks = check_not_empty(atac_counts, self.obs_names, all_peaks, "atac")
         self.peak_coords = peak_coords_all.loc[self.peaks]
         n_cells = len(self.obs_names)
         self.settings.check_against_data(n_cells)
@@ -98,7 +93,10 @@ class FactVAE:
         else:
             atac_input = reduction(atac_rep, atac, n_cells, atac_rows, "atac_rep")
             lsi = None
-        self.projections: dict[str, PCAProjection | LSIProjection | None] = {"rna": pca, "atac": lsi}
+        self.projections: dict[str, PCAProjection | LSIProjection | None] = {
+            "rna": pca,
+            "atac": lsi,
+        }
         self._data: TrainingData | None = TrainingData(
             rna_input,
             atac_input,
@@ -135,7 +133,7 @@ class FactVAE:
         return harmonise_chromosomes(genes, self.peak_coords)
 
     def _select_genes(self, counts: sp.csr_matrix, genes: pd.Index) -> np.ndarray:
-        """Genes seen in >= min_cells cells (and annotated, when an annotation is given), then HVGs."""
+        """Genes seen in >= min_cells cells (and annotated, when annotated), then the HVGs."""
         s = self.settings
         detected = np.asarray((counts > 0).sum(axis=0)).ravel()
         eligible = detected >= s.min_cells
@@ -220,7 +218,9 @@ class FactVAE:
             self.device,
             autocast_bf16=bf16,
         )
-        policy = CheckpointPolicy(Path(checkpoint_dir), checkpoint_every) if checkpoint_dir else None
+        policy = (
+            CheckpointPolicy(Path(checkpoint_dir), checkpoint_every) if checkpoint_dir else None
+        )
         if progress:
             print(f"FactVAE: training on {self.device} ({len(self.obs_names)} cells)")
         try:
@@ -360,7 +360,10 @@ class FactVAE:
         model = cls.__new__(cls)
         model.settings = ModelSettings.from_kwargs(meta["settings"])
         arch = dict(meta["architecture"])
-        arch["rna_hidden"], arch["atac_hidden"] = tuple(arch["rna_hidden"]), tuple(arch["atac_hidden"])
+        arch["rna_hidden"], arch["atac_hidden"] = (
+            tuple(arch["rna_hidden"]),
+            tuple(arch["atac_hidden"]),
+        )
         model.architecture = Architecture(**arch)
         model.network = FactVAENetwork(model.architecture)
         model.network.load_state_dict(load_torch(folder / WEIGHTS_FILE))
@@ -371,7 +374,11 @@ class FactVAE:
         model.genes = pd.Index(arrays["genes"])
         model.peaks = pd.Index(arrays["peaks"])
         model.peak_coords = pd.DataFrame(
-            {"chrom": arrays["peak_chrom"], "start": arrays["peak_start"], "end": arrays["peak_end"]},
+            {
+                "chrom": arrays["peak_chrom"],
+                "start": arrays["peak_start"],
+                "end": arrays["peak_end"],
+            },
             index=model.peaks,
         )
         if "gene_chrom" in arrays:

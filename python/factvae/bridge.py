@@ -5,9 +5,43 @@ its pandas conversion is fragile. Seurat stores features x cells; the model want
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_captures: list = []
+
+
+def start_warning_capture() -> None:
+    """Record warnings until ``stop_warning_capture``, so R can raise factvae's as R warnings."""
+    context = warnings.catch_warnings(record=True)
+    log = context.__enter__()
+    warnings.simplefilter("always")
+    _captures.append((context, log))
+
+
+def stop_warning_capture() -> list:
+    """factvae's own warning messages since the matching start; others are shown as usual.
+
+    factvae warns with plain UserWarning, and its stacklevel can point outside the package (to
+    the R caller), so the category counts as well as the file; libraries' deprecation notices and
+    UserWarning subclasses are left to Python.
+    """
+    context, log = _captures.pop()
+    context.__exit__(None, None, None)
+    ours = []
+    for record in log:
+        if record.category is UserWarning or os.path.abspath(record.filename).startswith(
+            _PACKAGE_DIR
+        ):
+            ours.append(str(record.message))
+        else:
+            warnings.showwarning(record.message, record.category, record.filename, record.lineno)
+    return ours
 
 
 def anndata_from_counts(counts, cells, features, var=None):
@@ -70,8 +104,10 @@ def model_summary(model) -> dict:
 def augment_chunk(model, cells, peaks, threshold=None, chunk_size=1024):
     """Augmented ATAC for some cells, as peaks x cells: a dense array or dgCMatrix parts."""
     values = model.augment_atac(
-        cells=list(cells), peaks=None if peaks is None else list(peaks),
-        chunk_size=int(chunk_size), threshold=threshold,
+        cells=list(cells),
+        peaks=None if peaks is None else list(peaks),
+        chunk_size=int(chunk_size),
+        threshold=threshold,
     )
     if sp.issparse(values):
         return {"sparse": True, **csc_parts(values.T)}

@@ -151,9 +151,7 @@ def _read_annotation_file(path: Path) -> pd.DataFrame:
             f"{path} has {table.shape[1]} columns; a BED gene annotation needs at least chrom, "
             "start, end and name."
         )
-    strand_column = next(
-        (c for c in table.columns[4:] if table[c].isin(_STRANDS).all()), None
-    )
+    strand_column = next((c for c in table.columns[4:] if table[c].isin(_STRANDS).all()), None)
     return pd.DataFrame(
         {
             "chrom": table[0],

@@ -55,7 +55,7 @@ def raw_counts(adata: object, name: str) -> sp.csr_matrix:
 def _check_count_values(values: np.ndarray, where: str) -> None:
     if not np.isfinite(values).all():
         raise FactVAEInputError(
-            f"{where} holds NaN or infinite values; FactVAE needs raw counts (replace or drop them)."
+            f"{where} holds NaN or infinite values; FactVAE needs raw counts (fix or drop them)."
         )
     if (values < 0).any():
         raise FactVAEInputError(
@@ -91,9 +91,10 @@ def match_cells(rna: object, atac: object) -> tuple[pd.Index, np.ndarray]:
     only_rna = int((atac_rows < 0).sum())
     only_atac = len(atac_cells) - (len(rna_cells) - only_rna)
     if only_rna or only_atac:
-        example = rna_cells[atac_rows < 0][:2].tolist() or atac_cells[
-            ~atac_cells.isin(rna_cells)
-        ][:2].tolist()
+        example = (
+            rna_cells[atac_rows < 0][:2].tolist()
+            or atac_cells[~atac_cells.isin(rna_cells)][:2].tolist()
+        )
         raise FactVAEInputError(
             f"rna and atac must hold the same cells (matched by name): {only_rna} cells are only "
             f"in rna and {only_atac} only in atac (for example {example}). Subset both to their "
@@ -102,9 +103,14 @@ def match_cells(rna: object, atac: object) -> tuple[pd.Index, np.ndarray]:
     return rna_cells, atac_rows
 
 
-def check_not_empty(counts: sp.csr_matrix, cells: pd.Index, features: pd.Index, what: str,
-                    drop_empty_features: bool) -> tuple[sp.csr_matrix, pd.Index]:
-    """Reject cells with no counts (their size factor is log 0); drop or reject empty features."""
+def check_not_empty(
+    counts: sp.csr_matrix, cells: pd.Index, features: pd.Index, what: str
+) -> tuple[sp.csr_matrix, pd.Index]:
+    """Reject cells with no counts (their size factor is log 0); drop all-zero features.
+
+    All-zero features carry no information and are common in unfiltered data, so they are
+    dropped with a warning rather than refused.
+    """
     cell_totals = np.asarray(counts.sum(axis=1)).ravel()
     if (cell_totals == 0).any():
         example = cells[cell_totals == 0][:3].tolist()
@@ -113,15 +119,13 @@ def check_not_empty(counts: sp.csr_matrix, cells: pd.Index, features: pd.Index, 
             f"{example}); remove them before fitting (their library size is zero)."
         )
     detected = np.asarray((counts > 0).sum(axis=0)).ravel()
-    if (detected == 0).all():
-        raise FactVAEInputError(f"Every {what} feature is all-zero; check the counts.")
     if (detected == 0).any():
-        if not drop_empty_features:
-            raise FactVAEInputError(
-                f"{int((detected == 0).sum())} {what} features have no counts in any cell (for "
-                f"example {features[detected == 0][:3].tolist()}); remove them, or pass "
-                "drop_empty_features=True."
-            )
+        warnings.warn(
+            f"{int((detected == 0).sum())} {what} features have no counts in any cell (for "
+            f"example {features[detected == 0][:3].tolist()}); they are left out of the model.",
+            UserWarning,
+            stacklevel=3,
+        )
         keep = np.nonzero(detected > 0)[0]
         return counts[:, keep], features[keep]
     return counts, features

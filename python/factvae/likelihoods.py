@@ -39,77 +39,130 @@ class SparseCounts:
         )
 
 
+ROW_BLOCK = 4  # rows per block: keeps the block's ~10 temporaries (4 x D floats) in cache
+
+
+def _block_terms(mean_logits, disp_logits, pi_logit, log_library, lse_mean, lse_disp):
+    """The dense quantities of one block of rows (recomputed in backward, never stored)."""
+    share = torch.exp(mean_logits - lse_mean[:, None])
+    mu = share * torch.exp(log_library)[:, None]
+    t = torch.exp(disp_logits - lse_disp[:, None])  # softmax; theta = exp(t), log theta = t
+    theta = torch.exp(t)
+    theta_mu = theta + mu
+    log_theta_mu = torch.log(theta_mu)
+    nb_zero = theta * (t - log_theta_mu)  # log NB(0)
+    a = None if pi_logit is None else nb_zero - pi_logit
+    return share, mu, t, theta, theta_mu, log_theta_mu, nb_zero, a
+
+
+def _nonzero_terms(x, mu, theta, t, log_theta_mu, a, flat, log_mu):
+    """log p(x) - log p(0) at the block's non-zero entries, and the values its gradient needs."""
+    theta_nz = theta.view(-1)[flat]
+    delta = (
+        x * (log_mu - log_theta_mu.view(-1)[flat])
+        + torch.lgamma(x + theta_nz)
+        - torch.lgamma(theta_nz)
+        - torch.lgamma(x + 1)
+    )
+    gate_nz = None
+    if a is not None:
+        # log(1 - pi) + log NB(0) - log p(0) = -softplus(pi - log NB(0))
+        s = -a.view(-1)[flat]
+        delta = delta - F.softplus(s)
+        gate_nz = torch.sigmoid(s)
+    return delta, gate_nz
+
+
 class _FactorisedLogLik(torch.autograd.Function):
-    """Per-cell log-likelihood of the counts from the decoder's three logit blocks."""
+    """Per-cell log-likelihood of the counts from the decoder's three logit blocks.
+
+    Works through blocks of ``ROW_BLOCK`` cells so the dense temporaries stay in cache, and
+    recomputes them in backward instead of storing a dozen batch x features arrays.
+    Expects the non-zero entries sorted by row (CSR order).
+    """
 
     @staticmethod
     def forward(ctx, mean_logits, disp_logits, pi_logit, log_library, rows, cols, x):  # type: ignore[override]
-        lse_mean = torch.logsumexp(mean_logits, dim=1, keepdim=True)
-        share = torch.exp(mean_logits - lse_mean)
-        mu = share * torch.exp(log_library)[:, None]
-        t = torch.softmax(disp_logits, dim=1)  # theta = exp(t), so log theta = t
-        theta = torch.exp(t)
-        theta_mu = theta + mu
-        log_theta_mu = torch.log(theta_mu)
-        nb_zero = theta * (t - log_theta_mu)  # log NB(0)
-
-        flat = rows * mean_logits.shape[1] + cols
-        mu_nz, theta_nz, t_nz = mu.view(-1)[flat], theta.view(-1)[flat], t.view(-1)[flat]
-        log_theta_mu_nz = log_theta_mu.view(-1)[flat]
-        log_mu_nz = mean_logits.view(-1)[flat] - lse_mean[rows, 0] + log_library[rows]
-        delta = (
-            x * (log_mu_nz - log_theta_mu_nz)
-            + torch.lgamma(x + theta_nz)
-            - torch.lgamma(theta_nz)
-            - torch.lgamma(x + 1)
-        )
-        if pi_logit is None:
-            zero_ll = nb_zero
-            gate = gate_pi = gate_nz = None
-        else:
-            a = nb_zero - pi_logit
-            zero_ll = F.softplus(a) - F.softplus(-pi_logit)  # log(pi + (1 - pi) NB(0))
-            gate = torch.sigmoid(a)
-            gate_pi = torch.sigmoid(-pi_logit)
-            # log(1 - pi) + log NB(0) - log p(0) = -softplus(pi - log NB(0))
-            s = -a.view(-1)[flat]
-            delta = delta - F.softplus(s)
-            gate_nz = torch.sigmoid(s)
-        total = zero_ll.sum(dim=1).index_add(0, rows, delta)
-        ctx.zero_inflated = pi_logit is not None
+        n, width = mean_logits.shape
+        lse_mean = torch.logsumexp(mean_logits, dim=1)
+        lse_disp = torch.logsumexp(disp_logits, dim=1)
+        bounds = torch.searchsorted(
+            rows, torch.arange(0, n + ROW_BLOCK, ROW_BLOCK, device=rows.device).clamp_(max=n)
+        ).tolist()
+        total = torch.empty(n, dtype=mean_logits.dtype, device=mean_logits.device)
+        for block, r0 in enumerate(range(0, n, ROW_BLOCK)):
+            r1 = min(r0 + ROW_BLOCK, n)
+            pi_block = None if pi_logit is None else pi_logit[r0:r1]
+            _, mu, t, theta, _, log_theta_mu, nb_zero, a = _block_terms(
+                mean_logits[r0:r1], disp_logits[r0:r1], pi_block, log_library[r0:r1],
+                lse_mean[r0:r1], lse_disp[r0:r1],
+            )  # fmt: skip
+            zero_ll = nb_zero if a is None else F.softplus(a) - F.softplus(-pi_block)
+            n0, n1 = bounds[block], bounds[block + 1]
+            local_rows = rows[n0:n1] - r0
+            flat = local_rows * width + cols[n0:n1]
+            log_mu = (
+                mean_logits[r0:r1].reshape(-1)[flat]
+                - lse_mean[rows[n0:n1]]
+                + log_library[rows[n0:n1]]
+            )
+            delta, _ = _nonzero_terms(x[n0:n1], mu, theta, t, log_theta_mu, a, flat, log_mu)
+            total[r0:r1] = zero_ll.sum(dim=1).index_add(0, local_rows, delta)
+        ctx.bounds = bounds
         ctx.save_for_backward(
-            share, mu, t, theta, theta_mu, log_theta_mu, gate, gate_pi,
-            rows, flat, x, mu_nz, theta_nz, t_nz, log_theta_mu_nz, gate_nz,
-        )  # fmt: skip
+            mean_logits, disp_logits, pi_logit, log_library, lse_mean, lse_disp, rows, cols, x
+        )
         return total
 
     @staticmethod
     def backward(ctx, grad_total):  # type: ignore[override]
-        (share, mu, t, theta, theta_mu, log_theta_mu, gate, gate_pi,
-         rows, flat, x, mu_nz, theta_nz, t_nz, log_theta_mu_nz, gate_nz) = ctx.saved_tensors  # fmt: skip
-        g = grad_total[:, None]
-        g_nz = grad_total[rows]
-        tm_nz = theta_nz + mu_nz
-        # zero case, every entry: d log NB(0)/d theta = t - log(theta+mu) + mu/(theta+mu),
-        # d log NB(0)/d mu = -theta/(theta+mu); log p(0) depends on log NB(0) through `gate`.
-        grad_nb = gate * g if ctx.zero_inflated else g.expand_as(theta)
-        grad_t = grad_nb * (t - log_theta_mu + mu / theta_mu) * theta  # wrt t, via theta = e^t
-        grad_mu_mu = -grad_nb * theta / theta_mu * mu  # wrt mu, times mu (softmax chain)
-        # non-zero correction: x log mu - x log(theta+mu) + lgamma(x+theta) - lgamma(theta)
-        nz_mu_mu = x - x * mu_nz / tm_nz
-        nz_theta = -x / tm_nz + torch.digamma(x + theta_nz) - torch.digamma(theta_nz)
-        grad_pi = None
-        if ctx.zero_inflated:
-            grad_pi = (gate_pi - gate) * g
-            # -softplus(pi - log NB(0)) moves with log NB(0) through gate_nz = sigmoid(.)
-            nz_mu_mu = nz_mu_mu - gate_nz * theta_nz * mu_nz / tm_nz
-            nz_theta = nz_theta + gate_nz * (t_nz - log_theta_mu_nz + mu_nz / tm_nz)
-            grad_pi.view(-1).index_add_(0, flat, -gate_nz * g_nz)
-        grad_t.view(-1).index_add_(0, flat, nz_theta * theta_nz * g_nz)
-        grad_mu_mu.view(-1).index_add_(0, flat, nz_mu_mu * g_nz)
-        # back through the two softmaxes
-        grad_disp = t * (grad_t - (grad_t * t).sum(dim=1, keepdim=True))
-        grad_mean = grad_mu_mu - share * grad_mu_mu.sum(dim=1, keepdim=True)
+        mean_logits, disp_logits, pi_logit, log_library, lse_mean, lse_disp, rows, cols, x = (
+            ctx.saved_tensors
+        )
+        n, width = mean_logits.shape
+        grad_mean = torch.empty_like(mean_logits)
+        grad_disp = torch.empty_like(disp_logits)
+        grad_pi = None if pi_logit is None else torch.empty_like(pi_logit)
+        for block, r0 in enumerate(range(0, n, ROW_BLOCK)):
+            r1 = min(r0 + ROW_BLOCK, n)
+            pi_block = None if pi_logit is None else pi_logit[r0:r1]
+            share, mu, t, theta, theta_mu, log_theta_mu, _, a = _block_terms(
+                mean_logits[r0:r1], disp_logits[r0:r1], pi_block, log_library[r0:r1],
+                lse_mean[r0:r1], lse_disp[r0:r1],
+            )  # fmt: skip
+            n0, n1 = ctx.bounds[block], ctx.bounds[block + 1]
+            local_rows = rows[n0:n1] - r0
+            flat = local_rows * width + cols[n0:n1]
+            xb = x[n0:n1]
+            g = grad_total[r0:r1, None]
+            g_nz = grad_total[rows[n0:n1]]
+            mu_nz, theta_nz = mu.view(-1)[flat], theta.view(-1)[flat]
+            t_nz, log_theta_mu_nz = t.view(-1)[flat], log_theta_mu.view(-1)[flat]
+            tm_nz = theta_nz + mu_nz
+            # zero case, every entry: d log NB(0)/d theta = t - log(theta+mu) + mu/(theta+mu),
+            # d log NB(0)/d mu = -theta/(theta+mu); log p(0) moves with log NB(0) via `gate`.
+            if a is None:
+                grad_nb = g.expand_as(theta)
+            else:
+                gate = torch.sigmoid(a)
+                grad_pi[r0:r1] = (torch.sigmoid(-pi_block) - gate) * g
+                grad_nb = gate * g
+            grad_t = grad_nb * (t - log_theta_mu + mu / theta_mu) * theta  # via theta = e^t
+            grad_mu_mu = -grad_nb * theta / theta_mu * mu  # wrt mu, times mu (softmax chain)
+            # non-zero correction: x log mu - x log(theta+mu) + lgamma(x+theta) - lgamma(theta)
+            nz_mu_mu = xb - xb * mu_nz / tm_nz
+            nz_theta = -xb / tm_nz + torch.digamma(xb + theta_nz) - torch.digamma(theta_nz)
+            if a is not None:
+                # -softplus(pi - log NB(0)) moves with log NB(0) through sigmoid(pi - log NB(0))
+                gate_nz = torch.sigmoid(-a.view(-1)[flat])
+                nz_mu_mu = nz_mu_mu - gate_nz * theta_nz * mu_nz / tm_nz
+                nz_theta = nz_theta + gate_nz * (t_nz - log_theta_mu_nz + mu_nz / tm_nz)
+                grad_pi[r0:r1].view(-1).index_add_(0, flat, -gate_nz * g_nz)
+            grad_t.view(-1).index_add_(0, flat, nz_theta * theta_nz * g_nz)
+            grad_mu_mu.view(-1).index_add_(0, flat, nz_mu_mu * g_nz)
+            # back through the two softmaxes
+            grad_disp[r0:r1] = t * (grad_t - (grad_t * t).sum(dim=1, keepdim=True))
+            grad_mean[r0:r1] = grad_mu_mu - share * grad_mu_mu.sum(dim=1, keepdim=True)
         return grad_mean, grad_disp, grad_pi, None, None, None, None
 
 

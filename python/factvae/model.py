@@ -60,9 +60,7 @@ class FactorDecoder(nn.Module):
 
     def nll(self, z: torch.Tensor, log_library: torch.Tensor, counts: SparseCounts) -> torch.Tensor:
         """Per-cell negative log-likelihood of the counts, summed over features."""
-        return factorised_nll(
-            z, self.feature, self.dispersion, self.dropout, log_library, counts
-        )
+        return factorised_nll(z, self.feature, self.dispersion, self.dropout, log_library, counts)
 
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

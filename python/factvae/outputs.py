@@ -114,15 +114,15 @@ def augment(
             dense[part] = values
         return dense
     blocks = []
-    for _, values in augmented_chunks(network, atac_rep, log_library, peak_index, device, chunk_size):
+    for _, values in augmented_chunks(
+        network, atac_rep, log_library, peak_index, device, chunk_size
+    ):
         values[values < threshold] = 0.0
         blocks.append(sp.csr_matrix(values))
     return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_peaks))
 
 
-def candidate_pairs(
-    genes: pd.DataFrame, peaks: pd.DataFrame, window: int
-) -> pd.DataFrame:
+def candidate_pairs(genes: pd.DataFrame, peaks: pd.DataFrame, window: int) -> pd.DataFrame:
     """Gene-peak pairs whose peak lies within ``window`` bp of the gene's TSS.
 
     ``distance`` is 0 when the peak covers the TSS, else the gap to the nearer peak end,

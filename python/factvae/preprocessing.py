@@ -34,7 +34,7 @@ def highly_variable_genes(counts: sp.csr_matrix, n_top: int) -> np.ndarray:
     fit = loess(np.log10(mean[variable]), np.log10(var[variable]), span=0.3, degree=2)
     fit.fit()
     expected_sd = np.zeros(n_genes)
-    expected_sd[variable] = np.sqrt(10 ** fit.outputs.fitted_values)
+    expected_sd[variable] = np.sqrt(10**fit.outputs.fitted_values)
     clip = mean + expected_sd * np.sqrt(n_cells)
     csc = counts.tocsc()
     clipped = np.minimum(csc.data, np.repeat(clip, np.diff(csc.indptr)))
@@ -154,8 +154,10 @@ def tfidf_log(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
     return scaled
 
 
-def atac_lsi(counts: sp.csr_matrix, n_components: int, seed: int) -> tuple[np.ndarray, LSIProjection]:
-    """LSI as scGLUE does it: TF-IDF, log1p(1e4 * l1-normalised), truncated SVD, cell-wise z-score."""
+def atac_lsi(
+    counts: sp.csr_matrix, n_components: int, seed: int
+) -> tuple[np.ndarray, LSIProjection]:
+    """LSI as scGLUE does it: TF-IDF, log1p(1e4 * l1 share), truncated SVD, cell-wise z-score."""
     peak_totals = np.asarray(counts.sum(axis=0)).ravel()
     peak_totals[peak_totals == 0] = 1
     idf = counts.shape[0] / peak_totals

@@ -76,7 +76,8 @@ def gene_to_peak(
     if not shared:
         raise FactVAEInputError(
             "The gene annotation and the peaks share no chromosome name (genes: "
-            f"{sorted(set(gene_frame['chrom']))[:4]}, peaks: {sorted(set(peak_frame['chrom']))[:4]}). "
+            f"{sorted(set(gene_frame['chrom']))[:4]}, "
+            f"peaks: {sorted(set(peak_frame['chrom']))[:4]}). "
             "Use an annotation of the same genome build as the peaks."
         )
     loci = gene_loci(gene_frame, upstream)
@@ -116,9 +117,13 @@ def _peak_frame(peaks: pd.DataFrame | AnnotationLike) -> pd.DataFrame:
         return peak_ranges(peaks)
     table = pd.read_csv(peaks, sep="\t", header=None, comment="#", usecols=[0, 1, 2])
     table.columns = ["chrom", "start", "end"]
-    table.index = table["chrom"].astype(str) + "-" + table["start"].astype(str) + "-" + table[
-        "end"
-    ].astype(str)
+    table.index = (
+        table["chrom"].astype(str)
+        + "-"
+        + table["start"].astype(str)
+        + "-"
+        + table["end"].astype(str)
+    )
     return peak_ranges(table)
 
 

@@ -152,8 +152,12 @@ class Trainer:
         self.autocast_bf16 = autocast_bf16 and device.type == "cuda"
         self.pair_genes = torch.as_tensor(pairs[0], dtype=torch.long, device=device)
         self.pair_peaks = torch.as_tensor(pairs[1], dtype=torch.long, device=device)
-        self.joint_optimiser = torch.optim.Adam(network.parameters(), lr=optim.lr)
-        self.ssa_optimiser = torch.optim.Adam(network.atac_encoder.parameters(), lr=optim.ssa_lr)
+        # fused Adam: one pass per parameter tensor instead of ~6 (CPU and CUDA)
+        fused = device.type in ("cpu", "cuda")
+        self.joint_optimiser = torch.optim.Adam(network.parameters(), lr=optim.lr, fused=fused)
+        self.ssa_optimiser = torch.optim.Adam(
+            network.atac_encoder.parameters(), lr=optim.ssa_lr, fused=fused
+        )
         self.schedulers = [
             torch.optim.lr_scheduler.ExponentialLR(self.joint_optimiser, gamma=optim.lr_decay),
             torch.optim.lr_scheduler.ExponentialLR(self.ssa_optimiser, gamma=optim.lr_decay),

@@ -66,7 +66,11 @@ def test_sparse_likelihood_equals_dense_formula_and_gradients(zero_inflated):
     dropout = factors[2] if zero_inflated else None
     lean = factorised_nll(z, factors[0], factors[1], dropout, sf, sparse)
     mu, theta, pi = _decoder_params(z, factors, sf)
-    dense = _dense_zinb_nll(counts, mu, theta, pi) if zero_inflated else _dense_nb_nll(counts, mu, theta)
+    dense = (
+        _dense_zinb_nll(counts, mu, theta, pi)
+        if zero_inflated
+        else _dense_nb_nll(counts, mu, theta)
+    )
     torch.testing.assert_close(lean, dense, rtol=1e-6, atol=1e-6)
     weights = torch.arange(1.0, z.shape[0] + 1, dtype=torch.float64)
     lean_grads = torch.autograd.grad((lean * weights).sum(), [z, *factors])
@@ -98,8 +102,10 @@ def test_float32_sparse_likelihood_matches_dense_at_realistic_size():
     """At 3,000 features some mu fall near the authors' 1e-8 guard, so compare with eps=0."""
     z, factors, sf, counts, sparse = _problem(torch.float64, True, n=64, d=10, features=3000)
     lean = factorised_nll(
-        z.float(), *(f.float() for f in factors), sf.float(), SparseCounts(
-            sparse.rows, sparse.cols, sparse.values.float(), sparse.shape)
+        z.float(),
+        *(f.float() for f in factors),
+        sf.float(),
+        SparseCounts(sparse.rows, sparse.cols, sparse.values.float(), sparse.shape),
     )
     mu, theta, pi = _decoder_params(z, factors, sf)
     reference = _dense_zinb_nll(counts, mu, theta, pi, eps=0.0).float()

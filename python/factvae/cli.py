@@ -1,0 +1,559 @@
+"""The ``factvae`` command: train on files, write embeddings/links/model, or run a demo.
+
+``fit`` and ``demo`` share :func:`run_fit`, so the demo exercises exactly what users run.
+Input problems end with ``factvae: error: ...`` and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import anndata
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import __version__
+from .api import FactVAE
+from .checkpoints import CHECKPOINT_FILE
+from .errors import FactVAEInputError, TrainingDivergedError
+from .readers import read_10x_multiome, read_g2p, read_pair
+
+EXIT_ERROR, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+CHECKPOINTS, RUN_FILE = "checkpoints", "run.json"
+MODEL_DIR, EMBEDDINGS_FILE = "model", "embeddings.tsv.gz"
+LINKS_FILE, AUGMENTED_FILE = "links.tsv.gz", "augmented_atac.h5ad"
+DEMO_EPOCHS = 30
+
+
+def _rows(title: str, rows: list[tuple[str, str]]) -> str:
+    """An epilog table; argparse would re-wrap it, so it is laid out here."""
+    lines = [title]
+    for name, text in rows:
+        first, *rest = text.split("\n")
+        lines.append(f"  {name:<22}{first}")
+        lines.extend(f"  {'':<22}{more}" for more in rest)
+    return "\n".join(lines)
+
+
+_FIT_OUTPUTS = _rows(
+    "outputs (in --out DIR):",
+    [
+        (f"{MODEL_DIR}/", f"the trained model: factvae.FactVAE.load('DIR/{MODEL_DIR}')"),
+        (
+            EMBEDDINGS_FILE,
+            "cells x 2*latent posterior means, columns atac_1..atac_L then\n"
+            "rna_1..rna_L: all columns together are the joint embedding,\n"
+            "each prefix alone is that modality's embedding",
+        ),
+        (
+            LINKS_FILE,
+            "candidate gene-peak pairs within --links-window of the TSS, best\n"
+            "first: gene, peak, score (cosine), zscore, pvalue, qvalue,\n"
+            "distance (signed, negative = upstream), chrom, tss",
+        ),
+        (
+            AUGMENTED_FILE,
+            "with --augment: cells x peaks augmented accessibility (dense, or\n"
+            "sparse keeping values >= --augment-threshold)",
+        ),
+        (f"{CHECKPOINTS}/", "training state every --checkpoint-every epochs, for --resume"),
+    ],
+)
+_DEMO_OUTPUTS = _rows(
+    "outputs (in --out DIR):",
+    [
+        ("input/", "the simulated rna.h5ad (cell types in obs), atac.h5ad, genes.bed"),
+        ("the rest", "as 'factvae fit' writes it (see factvae fit --help)"),
+    ],
+)
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """What ``factvae fit`` was asked to do (the demo builds one directly)."""
+
+    out: Path
+    rna: Path | None = None
+    atac: Path | None = None
+    tenx: Path | None = None
+    annotation: Path | None = None
+    g2p: Path | None = None
+    epochs: int = 300
+    batch_size: int = 128
+    latent: int = 50
+    hvg: int = 2000
+    device: str = "auto"
+    seed: int = 0
+    augment: bool = False
+    augment_threshold: float | None = None
+    links: bool = True
+    links_window: int = 150_000
+    checkpoint_every: int = 10
+    resume: bool = False
+    quiet: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> FitOptions:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint depends on; --resume refuses a checkpoint made with other values."""
+        paths = (self.rna, self.atac, self.tenx, self.annotation, self.g2p)
+        names = ("rna", "atac", "10x", "annotation", "g2p")
+        values: dict[str, Any] = {
+            name: str(path.resolve()) if path is not None else None
+            for name, path in zip(names, paths)
+        }
+        values.update(latent=self.latent, hvg=self.hvg, batch_size=self.batch_size, seed=self.seed)
+        return values
+
+
+@dataclass
+class FitResult:
+    """The trained model and what was written, for the summary and the demo's scores."""
+
+    model: FactVAE
+    links: pd.DataFrame | None
+    written: list[tuple[str, Path, str]]
+    train_seconds: float
+    total_seconds: float
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``factvae`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error argparse already printed
+        return int(exit_.code or 0)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            if args.command == "fit":
+                print_summary(run_fit(FitOptions.from_args(args)))
+            else:
+                run_demo(args)
+        except (FactVAEInputError, OSError) as err:
+            print(f"factvae: error: {err}", file=sys.stderr)
+            return EXIT_INPUT
+        except TrainingDivergedError as err:
+            print(f"factvae: error: {err}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            hint = ""
+            if args.command == "fit" and args.checkpoint_every > 0:
+                hint = (
+                    f"; run the same command with --resume to continue from the last checkpoint"
+                    f" in {Path(args.out) / CHECKPOINTS}"
+                )
+            print(f"\nfactvae: interrupted{hint}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="factvae",
+        description="FactVAE for paired single-cell RNA + ATAC (multiome) data: joint cell "
+        "embeddings, gene-peak links and augmented ATAC.",
+    )
+    parser.add_argument("--version", action="version", version=f"factvae {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = commands.add_parser(
+        "fit",
+        help="train on your data and write embeddings, links and the model",
+        description="Train FactVAE on paired RNA + ATAC counts and write its outputs.",
+        epilog=_FIT_OUTPUTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data = fit.add_argument_group("input (either --rna and --atac, or --10x)")
+    data.add_argument("--rna", type=Path, metavar="RNA.h5ad", help="RNA raw counts, cells x genes")
+    data.add_argument(
+        "--atac", type=Path, metavar="ATAC.h5ad", help="ATAC raw counts, cells x peaks"
+    )
+    data.add_argument(
+        "--10x",
+        dest="tenx",
+        type=Path,
+        metavar="FOLDER",
+        help="Cell Ranger ARC filtered_feature_bc_matrix folder (or its .h5 file)",
+    )
+    prior = fit.add_argument_group("gene-peak prior (--annotation, --g2p or both)")
+    prior.add_argument(
+        "--annotation",
+        type=Path,
+        metavar="BED/GTF",
+        help="gene coordinates keyed by the RNA gene names; needed for links",
+    )
+    prior.add_argument(
+        "--g2p",
+        type=Path,
+        metavar="FILE",
+        help="ready prior instead of the annotation overlap: a .npz scipy sparse genes x peaks "
+        "matrix in input order, or a TSV with columns gene and peak",
+    )
+    fit.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    _add_training_options(fit, epochs=FitOptions.epochs)
+    fit.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=FitOptions.batch_size,
+        metavar="N",
+        help="cells per minibatch (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--latent",
+        type=_positive_int,
+        default=FitOptions.latent,
+        metavar="N",
+        help="latent dimensions per modality (default: %(default)s)",
+    )
+    fit.add_argument("--augment", action="store_true", help=f"also write {AUGMENTED_FILE}")
+    fit.add_argument(
+        "--augment-threshold",
+        type=float,
+        metavar="X",
+        help="keep augmented values >= X and store them sparse (implies --augment)",
+    )
+    fit.add_argument(
+        "--links-window",
+        type=_positive_int,
+        default=FitOptions.links_window,
+        metavar="BP",
+        help="candidate peaks lie within BP of the TSS (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--no-links", dest="links", action="store_false", help=f"do not write {LINKS_FILE}"
+    )
+    fit.add_argument(
+        "--checkpoint-every",
+        type=_non_negative_int,
+        default=FitOptions.checkpoint_every,
+        metavar="N",
+        help="save the training state every N epochs, 0 = never (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from DIR/checkpoints (same inputs and settings); without it a run "
+        "starts afresh and deletes old checkpoints",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="simulate a data set, fit it as 'fit' does and score the result",
+        description="Simulate multiome data with planted cell types and gene-peak links, write\n"
+        "it to DIR/input, run 'fit' on it and report clustering ARI/NMI (k-means on the\n"
+        "joint embedding) and the links' AUROC against the planted links.",
+        epilog=_DEMO_OUTPUTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("factvae-demo"),
+        metavar="DIR",
+        help="output folder (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--cells",
+        type=_positive_int,
+        default=800,
+        metavar="N",
+        help="simulated cells (default: %(default)s)",
+    )
+    _add_training_options(demo, epochs=DEMO_EPOCHS)
+    return parser
+
+
+def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=epochs,
+        metavar="N",
+        help="training epochs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--hvg",
+        type=_positive_int,
+        default=FitOptions.hvg,
+        metavar="N",
+        help="highly variable genes to model (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        default=FitOptions.device,
+        help="auto, cpu, cuda or mps (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=FitOptions.seed,
+        metavar="N",
+        help="random seed; the same seed repeats a run on CPU (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar or status lines (the final summary is still printed)",
+    )
+
+
+def run_fit(options: FitOptions) -> FitResult:
+    """Read the inputs, train (resuming if asked), write every output; the work of ``fit``."""
+    started = time.perf_counter()
+    _check_options(options)
+    say = _status(options.quiet)
+    checkpoint_dir = _prepare_checkpoints(options, say)
+    say("reading inputs")
+    if options.tenx is not None:
+        rna, atac = read_10x_multiome(options.tenx)
+    else:
+        rna, atac = read_pair(options.rna, options.atac)
+    say(f"read {rna.n_obs} x {rna.n_vars} RNA and {atac.n_obs} x {atac.n_vars} ATAC")
+    g2p = read_g2p(options.g2p, rna.var_names, atac.var_names) if options.g2p else None
+    model = FactVAE(
+        rna,
+        atac,
+        gene_annotation=options.annotation,
+        g2p=g2p,
+        n_latent=options.latent,
+        n_hvg=options.hvg,
+    )
+    say(repr(model))
+
+    trained = time.perf_counter()
+    model.fit(
+        max_epochs=options.epochs,
+        batch_size=options.batch_size,
+        device=options.device,
+        seed=options.seed,
+        progress=not options.quiet,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=max(options.checkpoint_every, 1),
+    )
+    train_seconds = time.perf_counter() - trained
+    if len(model.history) > options.epochs:
+        say(f"the checkpoint was already at epoch {len(model.history)}; nothing left to train")
+
+    say("writing outputs")
+    written, links = _write_outputs(model, options)
+    return FitResult(model, links, written, train_seconds, time.perf_counter() - started)
+
+
+def _check_options(options: FitOptions) -> None:
+    """Reject inconsistent options before any data is read or any training time is spent."""
+    if options.tenx is not None and (options.rna is not None or options.atac is not None):
+        raise FactVAEInputError("give either --10x or --rna and --atac, not both.")
+    if options.tenx is None and (options.rna is None or options.atac is None):
+        raise FactVAEInputError(
+            "give the input as --rna RNA.h5ad --atac ATAC.h5ad, or --10x FOLDER."
+        )
+    if options.annotation is None and options.g2p is None:
+        raise FactVAEInputError(
+            "FactVAE needs a gene-peak prior: give --annotation (a BED or GTF of gene "
+            "coordinates) or --g2p."
+        )
+    if options.annotation is not None and not options.annotation.is_file():
+        raise FactVAEInputError(f"annotation file {str(options.annotation)!r} does not exist.")
+    if options.links and options.annotation is None:
+        raise FactVAEInputError(
+            "gene-peak links need gene coordinates: add --annotation, or pass --no-links."
+        )
+    if options.augment_threshold is not None and not options.augment_threshold >= 0:
+        raise FactVAEInputError("--augment-threshold must be a number >= 0.")
+    if options.resume and options.checkpoint_every == 0:
+        raise FactVAEInputError("--resume needs checkpoints; drop --checkpoint-every 0.")
+    if options.out.exists() and not options.out.is_dir():
+        raise FactVAEInputError(f"--out {str(options.out)!r} exists and is not a folder.")
+
+
+def _prepare_checkpoints(options: FitOptions, say: Callable[[str], None]) -> Path | None:
+    """The checkpoint folder to train with: emptied for a fresh run, checked for --resume."""
+    if options.checkpoint_every == 0:
+        return None
+    folder = options.out / CHECKPOINTS
+    run_file = folder / RUN_FILE
+    if options.resume and run_file.is_file():
+        saved = json.loads(run_file.read_text())
+        changed = sorted(k for k, v in options.fingerprint().items() if saved.get(k) != v)
+        if changed:
+            raise FactVAEInputError(
+                f"the checkpoint in {folder} was made with different {', '.join(changed)}; "
+                "use the same inputs and settings to --resume, or drop --resume to start afresh."
+            )
+        if (folder / CHECKPOINT_FILE).is_file():
+            say(f"resuming from the checkpoint in {folder}")
+            return folder
+    if options.resume:
+        say(f"no checkpoint in {folder} yet; starting from the first epoch")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    run_file.write_text(json.dumps(options.fingerprint(), indent=2))
+    return folder
+
+
+def _write_outputs(
+    model: FactVAE, options: FitOptions
+) -> tuple[list[tuple[str, Path, str]], pd.DataFrame | None]:
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    written = [("model", model.save(out / MODEL_DIR), f"{len(model.history)} epochs")]
+
+    latent = model.get_latent("joint")
+    n = latent.shape[1] // 2
+    columns = [f"atac_{i + 1}" for i in range(n)] + [f"rna_{i + 1}" for i in range(n)]
+    embeddings = pd.DataFrame(latent, index=pd.Index(model.obs_names, name="cell"), columns=columns)
+    path = out / EMBEDDINGS_FILE
+    embeddings.to_csv(path, sep="\t", float_format="%.9g")  # %.9g round-trips float32 exactly
+    written.append(("embeddings", path, f"{latent.shape[0]} cells x {latent.shape[1]}"))
+
+    links = None
+    if options.links:
+        links = model.infer_links(window=options.links_window, seed=options.seed)
+        links = links.sort_values("score", ascending=False, kind="stable", ignore_index=True)
+        path = out / LINKS_FILE
+        links.to_csv(path, sep="\t", index=False, float_format="%.6g")
+        significant = int((links["qvalue"] < 0.05).sum())
+        written.append(("links", path, f"{len(links)} pairs, {significant} with q < 0.05"))
+
+    if options.augment or options.augment_threshold is not None:
+        matrix = model.augment_atac(threshold=options.augment_threshold)
+        augmented = anndata.AnnData(
+            X=matrix,
+            obs=pd.DataFrame(index=pd.Index(model.obs_names, name=None)),
+            var=model.peak_coords.copy(),
+        )
+        path = out / AUGMENTED_FILE
+        augmented.write_h5ad(path)
+        kind = f"sparse, {matrix.nnz} values" if sp.issparse(matrix) else "dense"
+        written.append(("augmented", path, f"{matrix.shape[0]} x {matrix.shape[1]} {kind}"))
+    return written, links
+
+
+def print_summary(result: FitResult) -> None:
+    """One line on the training, then one per written output: what, where, how big."""
+    model = result.model
+    print(
+        f"factvae: trained {len(model.history)} epochs on {model.device} in "
+        f"{_duration(result.train_seconds)} ({len(model.obs_names)} cells, {len(model.genes)} "
+        f"genes, {len(model.peaks)} peaks, {model.g2p.nnz} prior pairs); "
+        f"total {_duration(result.total_seconds)}"
+    )
+    width = max(len(str(path)) for _, path, _ in result.written)
+    for label, path, detail in result.written:
+        print(f"  {label:<11} {path!s:<{width}}  {detail}")
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    """Simulate, write the inputs, fit through :func:`run_fit` and score against the truth."""
+    from .simulate import simulate
+
+    out: Path = args.out
+    inputs = out / "input"
+    inputs.mkdir(parents=True, exist_ok=True)
+    sim = simulate(n_cells=args.cells, seed=args.seed)
+    bed = inputs / "genes.bed"
+    sim.genes.assign(score=0)[["chrom", "start", "end", "gene_name", "score", "strand"]].to_csv(
+        bed, sep="\t", header=False, index=False
+    )
+    sim.rna.write_h5ad(inputs / "rna.h5ad")
+    sim.atac.write_h5ad(inputs / "atac.h5ad")
+    options = FitOptions(
+        out=out,
+        rna=inputs / "rna.h5ad",
+        atac=inputs / "atac.h5ad",
+        annotation=bed,
+        epochs=args.epochs,
+        hvg=args.hvg,
+        device=args.device,
+        seed=args.seed,
+        quiet=args.quiet,
+    )
+    result = run_fit(options)
+    print(f"factvae demo: simulated {sim.rna.n_obs} cells, inputs in {inputs}")
+    print_summary(result)
+    scores = demo_scores(result, sim.rna.obs["cell_type"], sim.links, args.seed)
+    print(
+        f"  clustering  ARI {scores['ari']:.3f}, NMI {scores['nmi']:.3f} (k-means, k = "
+        f"{sim.rna.obs['cell_type'].nunique()}, on the joint embedding)"
+    )
+    print(f"  links       AUROC {scores['auroc']:.3f} against the {len(sim.links)} planted links")
+
+
+def demo_scores(
+    result: FitResult, cell_types: pd.Series, planted: pd.DataFrame, seed: int
+) -> dict[str, float]:
+    """ARI/NMI of k-means on the joint embedding, and the links' AUROC against planted pairs."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, roc_auc_score
+
+    truth = cell_types.loc[result.model.obs_names].astype(str).to_numpy()
+    latent = result.model.get_latent("joint")
+    clusters = KMeans(n_clusters=len(np.unique(truth)), n_init=10, random_state=seed).fit_predict(
+        latent
+    )
+    scores = {
+        "ari": float(adjusted_rand_score(truth, clusters)),
+        "nmi": float(normalized_mutual_info_score(truth, clusters)),
+        "auroc": float("nan"),
+    }
+    links = result.links
+    if links is not None:
+        positive = pd.MultiIndex.from_frame(links[["gene", "peak"]]).isin(
+            pd.MultiIndex.from_frame(planted[["gene", "peak"]])
+        )
+        if 0 < positive.sum() < len(positive):
+            scores["auroc"] = float(roc_auc_score(positive, links["score"]))
+    return scores
+
+
+def _status(quiet: bool) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        if not quiet:
+            print(f"factvae: {message}", file=sys.stderr)
+
+    return say
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m {rest:.0f}s" if minutes else f"{rest:.1f}s"
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings as one ``factvae: warning:`` line instead of a file:line dump."""
+    print(f"factvae: warning: {message}", file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None

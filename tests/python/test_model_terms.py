@@ -1,0 +1,80 @@
+"""Each loss term of the paper against an independent computation."""
+
+import numpy as np
+import torch
+
+from factvae.model import (
+    Architecture,
+    Encoder,
+    FactVAENetwork,
+    gaussian_kl,
+    regulatory_loss,
+    ssa_loss,
+)
+
+
+def test_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mean, logvar = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    q = torch.distributions.Normal(mean, torch.exp(0.5 * logvar))
+    p = torch.distributions.Normal(torch.zeros(5), torch.ones(5))
+    want = torch.distributions.kl_divergence(q, p).sum(dim=1)
+    torch.testing.assert_close(gaussian_kl(mean, logvar), want)
+
+
+def test_regulatory_loss_on_pairs_equals_dense_eq9():
+    rng = np.random.default_rng(0)
+    genes = torch.tensor(rng.normal(size=(6, 40)))
+    peaks = torch.tensor(rng.normal(size=(6, 90)))
+    g2p = (rng.random((40, 90)) < 0.05).astype(float)
+    rows, cols = np.nonzero(g2p)
+    sparse = regulatory_loss(genes, peaks, torch.tensor(rows), torch.tensor(cols))
+    # Eq. 8 in full, as the authors compute it: every gene against every peak
+    gene_unit = genes.T / genes.T.norm(dim=1, keepdim=True)
+    peak_unit = peaks.T / peaks.T.norm(dim=1, keepdim=True)
+    similarity = gene_unit @ peak_unit.T
+    dense = ((similarity - 1) ** 2 * torch.tensor(g2p)).sum() / g2p.sum()
+    torch.testing.assert_close(sparse, dense)
+
+
+def test_ssa_loss_matches_numpy_eq10_11():
+    rng = np.random.default_rng(1)
+    z_r, z_a = rng.normal(size=(9, 4)), rng.normal(size=(9, 4))
+
+    def cosine_matrix(z):
+        unit = z / np.linalg.norm(z, axis=1, keepdims=True)
+        return unit @ unit.T
+
+    s_r, s_a = cosine_matrix(z_r), cosine_matrix(z_a)
+    row_cos = (s_r * s_a).sum(1) / np.linalg.norm(s_r, axis=1) / np.linalg.norm(s_a, axis=1)
+    want = np.mean(1 - row_cos)
+    got = ssa_loss(torch.tensor(z_r), torch.tensor(z_a))
+    assert abs(float(got) - want) < 1e-10
+    assert float(ssa_loss(torch.tensor(z_r), torch.tensor(z_r * 3.0))) < 1e-12
+
+
+def test_encoder_samples_in_training_and_returns_mean_in_eval():
+    torch.manual_seed(0)
+    encoder = Encoder([8, 16], 3, dropout=0.0)
+    x = torch.randn(5, 8)
+    encoder.train()
+    mean, _, z = encoder(x)
+    assert not torch.allclose(mean, z)
+    encoder.eval()
+    mean, _, z = encoder(x)
+    torch.testing.assert_close(mean, z)
+
+
+def test_network_shapes_follow_design():
+    arch = Architecture(rna_input=100, atac_input=100, n_genes=30, n_peaks=70, n_latent=50)
+    net = FactVAENetwork(arch)
+    linear = [m for m in net.rna_encoder.hidden if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(100, 512), (512, 256)]
+    linear = [m for m in net.atac_encoder.hidden if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(100, 256)]
+    assert net.rna_decoder.feature.shape == (50, 30)
+    assert net.atac_decoder.dropout.shape == (50, 70)
+    assert any(isinstance(m, torch.nn.ELU) for m in net.rna_encoder.hidden)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.2 for m in net.atac_encoder.hidden)
+    nb = FactVAENetwork(Architecture(10, 10, 5, 5, 4, rna_likelihood="nb", atac_likelihood="nb"))
+    assert nb.rna_decoder.dropout is None

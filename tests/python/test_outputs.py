@@ -1,0 +1,142 @@
+"""Outputs: embeddings (Eq. 14), augmented ATAC (Eq. 12), links, save/load."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.metrics import roc_auc_score
+
+import factvae
+from factvae import FactVAEInputError
+from factvae.outputs import benjamini_hochberg, candidate_pairs
+
+from .conftest import SMALL_SETTINGS
+
+
+def test_latent_kinds_and_joint_is_atac_then_rna(trained):
+    joint, rna, atac = (trained.get_latent(k) for k in ("joint", "rna", "atac"))
+    assert joint.shape == (300, 20) and rna.shape == atac.shape == (300, 10)
+    np.testing.assert_array_equal(joint, np.hstack([atac, rna]))
+    np.testing.assert_array_equal(trained.get_latent(), trained.get_latent())  # eval: no sampling
+    with pytest.raises(FactVAEInputError, match="kind"):
+        trained.get_latent("both")
+
+
+def test_feature_embeddings_are_decoder_columns(trained):
+    genes, peaks = trained.gene_embeddings(), trained.peak_embeddings()
+    assert genes.shape == (len(trained.genes), 10) and list(genes.index) == list(trained.genes)
+    assert peaks.shape == (len(trained.peaks), 10)
+    np.testing.assert_array_equal(
+        peaks.to_numpy(), trained.network.atac_decoder.feature.detach().numpy().T
+    )
+
+
+def test_augmented_atac_is_eq12_and_chunking_does_not_change_it(trained):
+    full = trained.augment_atac(chunk_size=1000)
+    chunked = trained.augment_atac(chunk_size=7)
+    np.testing.assert_allclose(full, chunked, rtol=1e-5, atol=1e-7)
+    # independent Eq. 12: exp(sf) * softmax(z_a @ peak factors), z_a the posterior mean
+    z_atac = torch.from_numpy(trained.get_latent("atac"))
+    share = torch.softmax(z_atac @ trained.network.atac_decoder.feature.detach(), dim=1).numpy()
+    library = np.exp(trained._atac_log_library)[:, None]
+    np.testing.assert_allclose(full, library * share, rtol=1e-4, atol=1e-6)
+    # each cell's expected counts sum to its library size
+    np.testing.assert_allclose(full.sum(1), library.ravel(), rtol=1e-3)
+
+
+def test_augmented_subsets_and_threshold(trained):
+    full = trained.augment_atac()
+    cells, peaks = trained.obs_names[[5, 1]], trained.peaks[[3, 0, 9]]
+    sub = trained.augment_atac(cells=cells, peaks=peaks)
+    np.testing.assert_allclose(sub, full[np.ix_([5, 1], [3, 0, 9])], rtol=1e-5)
+    sparse = trained.augment_atac(threshold=0.05, chunk_size=50)
+    assert sp.issparse(sparse) and sparse.shape == full.shape
+    kept = np.where(full >= 0.05, full, 0)
+    np.testing.assert_allclose(sparse.toarray(), kept, rtol=1e-5)
+    assert sparse.nnz == int((full >= 0.05).sum()) < full.size
+    with pytest.raises(FactVAEInputError, match="Unknown cells"):
+        trained.augment_atac(cells=["nope"])
+
+
+def test_candidate_pairs_window_and_signed_distance():
+    genes = pd.DataFrame(
+        {
+            "chrom": ["chr1", "chr1"],
+            "start": [1000, 5000],
+            "end": [2000, 9000],
+            "strand": ["+", "-"],
+        },
+        index=["P", "M"],
+    )
+    peaks = pd.DataFrame(
+        {"chrom": ["chr1", "chr1", "chr1", "chr2"], "start": [500, 1200, 9500, 1000],
+         "end": [800, 1300, 9600, 1100]},
+        index=["a", "b", "c", "d"],
+    )  # fmt: skip
+    pairs = candidate_pairs(genes, peaks, window=1000)
+    got = {(genes.index[g], peaks.index[p], d) for g, p, d in pairs.to_numpy()}
+    # P's TSS is 1000 (+): a ends at 800 -> 201 bp upstream; b is 200 downstream.
+    # M's TSS is 8999 (-): c starts at 9500 -> 501 bp upstream (negative on the - strand).
+    assert got == {("P", "a", -201), ("P", "b", 200), ("M", "c", -501)}
+
+
+def test_benjamini_hochberg_matches_reference():
+    p = np.array([0.01, 0.04, 0.03, 0.20])
+    # sorted p * n / rank = .04, .06, .0533, .2; then the running minimum from the top
+    np.testing.assert_allclose(benjamini_hochberg(p), [0.04, 0.16 / 3, 0.16 / 3, 0.20])
+
+
+def test_links_table(trained, sim):
+    links = trained.infer_links(window=150_000, n_background=5000)
+    assert list(links.columns) == [
+        "gene", "peak", "score", "zscore", "pvalue", "qvalue", "distance", "chrom", "tss",
+    ]  # fmt: skip
+    assert links["distance"].abs().max() <= 150_000
+    assert links["pvalue"].between(0, 1).all() and links["qvalue"].between(0, 1).all()
+    assert (links["qvalue"] >= links["pvalue"] - 1e-12).all()
+    assert set(links["gene"]) <= set(trained.genes) and set(links["peak"]) <= set(trained.peaks)
+    again = trained.infer_links(window=150_000, n_background=5000)
+    pd.testing.assert_frame_equal(links, again)
+
+
+def test_links_recover_planted_pairs():
+    sim = factvae.simulate(n_cells=600, n_genes=400, n_peaks=4000, seed=4)
+    model = factvae.FactVAE(sim.rna, sim.atac, gene_annotation=sim.genes, **SMALL_SETTINGS)
+    model.fit(max_epochs=60, batch_size=128, progress=False)
+    links = model.infer_links(n_background=20_000)
+    truth = set(zip(sim.links["gene"], sim.links["peak"]))
+    labels = [(g, p) in truth for g, p in zip(links["gene"], links["peak"])]
+    assert sum(labels) > 50
+    assert roc_auc_score(labels, links["score"]) >= 0.8
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    trained.save(tmp_path / "model")
+    loaded = factvae.FactVAE.load(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.get_latent(), trained.get_latent())
+    np.testing.assert_array_equal(loaded.augment_atac(), trained.augment_atac())
+    pd.testing.assert_frame_equal(loaded.gene_embeddings(), trained.gene_embeddings())
+    pd.testing.assert_frame_equal(
+        loaded.infer_links(n_background=1000), trained.infer_links(n_background=1000)
+    )
+    assert loaded.history == trained.history
+    assert loaded.settings == trained.settings
+    assert repr(loaded) == repr(trained)
+    with pytest.raises(FactVAEInputError, match="without its training counts"):
+        loaded.fit(max_epochs=1)
+    with pytest.raises(FactVAEInputError, match="not a saved FactVAE model"):
+        factvae.FactVAE.load(tmp_path / "nothing")
+
+
+def test_crafted_model_file_is_refused(trained, tmp_path):
+    folder = trained.save(tmp_path / "model")
+
+    class Exploit:
+        def __reduce__(self):
+            return (exec, (f"open({str(tmp_path / 'pwned')!r}, 'w').write('pwned')",))
+
+    torch.save({"weights": Exploit()}, folder / "weights.pt")
+    with pytest.raises(FactVAEInputError, match="could run code"):
+        factvae.FactVAE.load(folder)
+    assert not (tmp_path / "pwned").exists()

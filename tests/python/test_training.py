@@ -1,0 +1,111 @@
+"""Training: repeatability, small data, divergence, checkpoints, history."""
+
+import numpy as np
+import pytest
+import torch
+
+import factvae
+from factvae import FactVAEInputError, TrainingDivergedError
+from factvae.checkpoints import CHECKPOINT_FILE
+from factvae.training import minibatches, select_device
+
+from .conftest import SMALL_SETTINGS
+
+
+def _model(sim, **extra):
+    return factvae.FactVAE(
+        sim.rna, sim.atac, gene_annotation=sim.genes, **{**SMALL_SETTINGS, **extra}
+    )
+
+
+def test_same_seed_same_model_bit_for_bit(sim):
+    a = _model(sim).fit(max_epochs=3, batch_size=64, seed=7, progress=False)
+    b = _model(sim).fit(max_epochs=3, batch_size=64, seed=7, progress=False)
+    c = _model(sim).fit(max_epochs=3, batch_size=64, seed=8, progress=False)
+    assert np.array_equal(a.get_latent(), b.get_latent())
+    assert a.history == b.history
+    assert not np.array_equal(a.get_latent(), c.get_latent())
+
+
+def test_history_has_every_term_per_epoch(trained):
+    assert len(trained.history) == 15
+    assert set(trained.history[0]) == {
+        "rna_nll", "rna_kl", "atac_nll", "atac_kl", "regulatory", "joint", "ssa",
+    }  # fmt: skip
+    first, last = trained.history[0], trained.history[-1]
+    assert last["joint"] < first["joint"]
+    assert last["regulatory"] < first["regulatory"]
+
+
+def test_fewer_cells_than_a_batch_still_trains(sim):
+    small = factvae.simulate(n_cells=40, n_genes=120, n_peaks=600, seed=3)
+    model = factvae.FactVAE(
+        small.rna, small.atac, gene_annotation=small.genes, n_hvg=100, n_components=10, n_latent=5
+    ).fit(max_epochs=2, batch_size=128, progress=False)
+    assert model.get_latent().shape == (40, 10)
+    assert len(model.history) == 2
+
+
+def test_minibatches_drop_the_partial_batch_only_when_there_is_a_full_one():
+    rng = np.random.default_rng(0)
+    batches = minibatches(300, 128, rng)
+    assert [len(b) for b in batches] == [128, 128]
+    assert len(set(np.concatenate(batches))) == 256
+    assert [len(b) for b in minibatches(50, 128, rng)] == [50]
+
+
+def test_non_finite_loss_names_the_term_and_epoch(sim):
+    huge = np.full((sim.rna.n_obs, 20), 1e30, dtype=np.float32)
+    model = factvae.FactVAE(
+        sim.rna, sim.atac, gene_annotation=sim.genes, rna_rep=huge, **SMALL_SETTINGS
+    )
+    with pytest.raises(
+        TrainingDivergedError, match=r"(rna|joint).* at epoch 1\. Lower the learning rate"
+    ):
+        model.fit(max_epochs=2, batch_size=64, progress=False)
+
+
+def test_progress_bar_reports_device(sim, capsys):
+    _model(sim).fit(max_epochs=1, batch_size=128, progress=True)
+    captured = capsys.readouterr()
+    assert "training on cpu" in captured.out
+    assert "epoch" in captured.err
+
+
+def test_device_selection():
+    assert select_device("auto").type in ("cuda", "mps", "cpu")
+    assert select_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(FactVAEInputError, match="no CUDA GPU"):
+            select_device("cuda")
+    with pytest.raises(FactVAEInputError, match="not a PyTorch device"):
+        select_device("tpu9")
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(sim, tmp_path):
+    straight = _model(sim).fit(max_epochs=6, batch_size=64, seed=3, progress=False)
+    checkpoints = tmp_path / "ckpt"
+    _model(sim).fit(
+        max_epochs=4,
+        batch_size=64,
+        seed=3,
+        progress=False,
+        checkpoint_dir=checkpoints,
+        checkpoint_every=2,
+    )  # fmt: skip  (stops at epoch 4, as a killed run would after its last checkpoint)
+    assert torch.load(checkpoints / CHECKPOINT_FILE, weights_only=True)["epoch"] == 4
+    resumed = _model(sim).fit(
+        max_epochs=6, batch_size=64, seed=3, progress=False,
+        checkpoint_dir=checkpoints, checkpoint_every=2,
+    )  # fmt: skip
+    assert np.array_equal(resumed.get_latent(), straight.get_latent())
+    assert resumed.history == straight.history
+
+
+def test_fit_argument_errors(sim):
+    model = _model(sim)
+    for kwargs in ({"max_epochs": 0}, {"batch_size": -1}, {"max_epochs": 2.5}):
+        with pytest.raises(FactVAEInputError, match="positive integer"):
+            model.fit(progress=False, **kwargs)
+    with pytest.raises(FactVAEInputError, match="not trained"):
+        model.get_latent()
