@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 from . import __version__
 from .checkpoints import CheckpointPolicy
+from .distributed import init_from_environment
 from .errors import FactVAEInputError
 from .genomics import AnnotationLike, harmonise_chromosomes, peak_ranges, read_gene_annotation
 from .inputs import check_not_empty, check_unique, match_cells, raw_counts, reduction
@@ -196,7 +198,8 @@ class FactVAE:
         """Train from scratch (or resume from ``checkpoint_dir``); returns ``self``.
 
         Each minibatch is densified on its own from sparse storage. The same ``seed`` gives
-        the same model on CPU, bit for bit.
+        the same model on CPU, bit for bit. Under ``torchrun`` each process trains on its own
+        shard of cells and gradients are averaged across processes.
         """
         if self._data is None:
             raise FactVAEInputError(
@@ -207,6 +210,9 @@ class FactVAE:
         _check_positive_int(batch_size, "batch_size")
         _check_positive_int(checkpoint_every, "checkpoint_every")
         self.device = select_device(device)
+        group = init_from_environment(self.device)
+        if group.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", group.rank)))
         seed_everything(seed)
         self.network = FactVAENetwork(self.architecture)
         coo = self.g2p.matrix.tocoo()
@@ -217,12 +223,14 @@ class FactVAE:
             self.settings.optimiser(),
             self.device,
             autocast_bf16=bf16,
+            group=group,
         )
         policy = (
             CheckpointPolicy(Path(checkpoint_dir), checkpoint_every) if checkpoint_dir else None
         )
-        if progress:
-            print(f"FactVAE: training on {self.device} ({len(self.obs_names)} cells)")
+        if progress and group.rank == 0:
+            ranks = f", {group.world_size} processes" if group.active else ""
+            print(f"FactVAE: training on {self.device} ({len(self.obs_names)} cells{ranks})")
         try:
             trainer.fit(self._data, max_epochs, batch_size, seed, progress, policy)
         finally:

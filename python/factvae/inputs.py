@@ -83,6 +83,8 @@ def check_unique(names: pd.Index, what: str) -> None:
 
 def match_cells(rna: object, atac: object) -> tuple[pd.Index, np.ndarray]:
     """The RNA cell order and, for each, its row in ATAC; the two must hold the same cells."""
+    _check_anndata(rna, "rna")
+    _check_anndata(atac, "atac")
     rna_cells = pd.Index(rna.obs_names.astype(str))
     atac_cells = pd.Index(atac.obs_names.astype(str))
     check_unique(rna_cells, "rna cell")

@@ -281,7 +281,7 @@ def _place_peaks(
     n_peaks: int,
     peaks_per_gene: int,
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Regulatory peaks around regulated genes, then background peaks in free slots.
+    """Regulatory peaks around regulated genes, then background peaks in free intergenic slots.
 
     Returns the peaks in genome order (index ``chrN-start-end``) and, per peak, the index of the
     gene it regulates (-1 for background).
@@ -319,8 +319,19 @@ def _place_peaks(
     reg_slots = np.fromiter(taken.keys(), dtype=np.int64, count=len(taken))
     reg_genes = np.fromiter(taken.values(), dtype=np.int64, count=len(taken))
     n_background = n_peaks - len(reg_slots)
-    candidates = rng.choice(layout.n_slots, n_background + len(reg_slots), replace=False)
-    candidates = candidates[~np.isin(candidates, reg_slots)][:n_background]
+    # Background peaks stay outside every gene locus: a peak inside a locus is in the prior
+    # (G2P), and the prior's premise is that such peaks regulate their gene.
+    blocked = np.zeros(layout.n_slots, dtype=bool)
+    for first, last in zip(locus_start // _SLOT, -(-locus_end // _SLOT)):
+        blocked[first:last] = True
+    blocked[reg_slots] = True
+    free = np.nonzero(~blocked)[0]
+    if len(free) < n_background:
+        raise FactVAEInputError(
+            f"n_peaks={n_peaks} leaves too little room outside the gene loci; use fewer peaks "
+            "per gene or more n_peaks (the genome grows with n_peaks)."
+        )
+    candidates = rng.choice(free, n_background, replace=False)
     slots = np.concatenate([reg_slots, candidates])
     link_gene = np.concatenate([reg_genes, np.full(n_background, -1, dtype=np.int64)])
     order = np.argsort(slots, kind="stable")

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .distributed import ProcessGroup
 from .errors import FactVAEInputError, TrainingDivergedError
 from .likelihoods import SparseCounts
 from .model import FactVAENetwork, gaussian_kl, regulatory_loss, ssa_loss
@@ -144,8 +145,10 @@ class Trainer:
         optim: OptimiserSettings,
         device: torch.device,
         autocast_bf16: bool = False,
+        group: ProcessGroup | None = None,
     ) -> None:
         self.network = network.to(device)
+        self.group = group or ProcessGroup()
         self.device = device
         self.weights = weights
         self.optim = optim
@@ -200,6 +203,7 @@ class Trainer:
         self._check_finite({**terms, "joint": joint})
         self.joint_optimiser.zero_grad(set_to_none=True)
         joint.backward()
+        self.group.average_gradients(list(self.network.parameters()))
         self._check_gradients("joint", list(self.network.parameters()))
         self.joint_optimiser.step()
 
@@ -210,6 +214,7 @@ class Trainer:
         self._check_finite({"ssa": ssa})
         self.ssa_optimiser.zero_grad(set_to_none=True)
         ssa.backward()
+        self.group.average_gradients(list(self.network.atac_encoder.parameters()))
         self._check_gradients("ssa", list(self.network.atac_encoder.parameters()))
         self.ssa_optimiser.step()
         values = {name: float(value.detach()) for name, value in terms.items()}
@@ -236,15 +241,17 @@ class Trainer:
             )
 
     def run_epoch(self, data: TrainingData, batch_size: int, rng: np.random.Generator) -> dict:
+        """One pass over this rank's cells (all cells when training alone)."""
         sums: dict[str, float] = {}
-        batches = minibatches(data.n_cells, batch_size, rng)
+        cells = self.group.shard(data.n_cells)
+        batches = [cells[b] for b in minibatches(len(cells), batch_size, rng)]
         for index in batches:
             for name, value in self.step(make_batch(data, index, self.device)).items():
                 sums[name] = sums.get(name, 0.0) + value
         for scheduler in self.schedulers:
             scheduler.step()
         self.epoch += 1
-        record = {name: total / len(batches) for name, total in sums.items()}
+        record = {name: self.group.average(total / len(batches)) for name, total in sums.items()}
         self.history.append(record)
         return record
 
@@ -258,11 +265,11 @@ class Trainer:
         checkpoint: CheckpointPolicy | None = None,
     ) -> None:
         """Train until ``max_epochs``; resumes from the checkpoint's epoch when one is loaded."""
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng([seed, self.group.rank] if self.group.active else seed)
         if checkpoint is not None:
             rng = checkpoint.restore(self, rng)
         epochs = range(self.epoch, max_epochs)
-        bar = _progress_bar(epochs, progress, self.device)
+        bar = _progress_bar(epochs, progress and self.group.rank == 0, self.device)
         for _ in bar:
             record = self.run_epoch(data, batch_size, rng)
             if hasattr(bar, "set_postfix"):
@@ -272,7 +279,11 @@ class Trainer:
                     reg=f"{record['regulatory']:.3f}",
                     ssa=f"{record['ssa']:.3f}",
                 )
-            if checkpoint is not None and checkpoint.due(self.epoch, max_epochs):
+            if (
+                checkpoint is not None
+                and self.group.rank == 0
+                and checkpoint.due(self.epoch, max_epochs)
+            ):
                 checkpoint.save(self, rng)
 
     def state(self, rng: np.random.Generator) -> dict:

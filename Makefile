@@ -1,0 +1,35 @@
+# The two commands a fresh Debian machine needs:  `make demo`  and  `make test`.
+# Both install what they need first (Debian R packages, a venv with the pinned CPU torch)
+# and are idempotent.
+
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+export RETICULATE_PYTHON := $(abspath $(PYTHON))
+
+.PHONY: setup setup-system setup-python demo test lint test-python test-r bench
+
+setup: setup-system setup-python
+
+setup-system:
+	bash inst/setup/setup-system.sh
+
+setup-python:
+	bash inst/setup/setup-python.sh . $(VENV)
+
+demo: setup
+	$(VENV)/bin/factvae demo --out demo-output/python
+	Rscript inst/scripts/demo.R demo-output/report
+
+test: setup lint test-r test-python
+
+lint:
+	$(VENV)/bin/ruff check python tests/python benchmarks
+
+test-python:
+	$(VENV)/bin/pytest tests/python
+
+test-r:
+	bash .ci/r-tests.sh
+
+bench: setup
+	$(PYTHON) benchmarks/run.py

@@ -1,0 +1,111 @@
+"""FactVAE on the real SNARE-seq cell-line set: clustering quality, time and memory per seed.
+
+Each seed runs in its own process so its peak RSS is its own. Writes
+benchmarks/results/snare_seeds.json and prints a Markdown table.
+
+    .venv/bin/python benchmarks/snare_seeds.py --seeds 0 1 2 3 4 --epochs 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_one(seed: int, epochs: int) -> dict:
+    """Train with default settings and score k-means (k = 4) on each embedding."""
+    import numpy as np
+    import torch
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    import factvae
+    from snare_data import load_snare
+
+    rna, atac, genes = load_snare()
+    labels = rna.obs["cell_type"].to_numpy()
+    start = time.perf_counter()
+    model = factvae.FactVAE(rna, atac, gene_annotation=genes)
+    prepared = time.perf_counter()
+    model.fit(max_epochs=epochs, seed=seed, progress=False)
+    trained = time.perf_counter()
+    result = {
+        "seed": seed,
+        "epochs": epochs,
+        "threads": torch.get_num_threads(),
+        "preprocess_s": prepared - start,
+        "train_s": trained - prepared,
+        "s_per_epoch": (trained - prepared) / epochs,
+    }
+    for kind in ("joint", "rna", "atac"):
+        clusters = KMeans(4, n_init=10, random_state=0).fit_predict(model.get_latent(kind))
+        result[f"{kind}_ari"] = adjusted_rand_score(labels, clusters)
+        result[f"{kind}_nmi"] = normalized_mutual_info_score(labels, clusters)
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    result["n_prior_pairs"] = int(model.g2p.nnz)
+    del np
+    return result
+
+
+def summarise(rows: list[dict]) -> str:
+    def ms(key: str) -> str:
+        values = [r[key] for r in rows]
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+    lines = [
+        f"snare_hcellline, {len(rows)} seeds ({', '.join(str(r['seed']) for r in rows)}), "
+        f"{rows[0]['epochs']} epochs, {platform.machine()} CPU, {rows[0]['threads']} threads",
+        "",
+        "| embedding | ARI (mean ± sd) | NMI (mean ± sd) |",
+        "|---|---|---|",
+    ]
+    for kind in ("joint", "rna", "atac"):
+        lines.append(f"| {kind} | {ms(f'{kind}_ari')} | {ms(f'{kind}_nmi')} |")
+    train = [r["train_s"] for r in rows]
+    rss = [r["peak_rss_gb"] for r in rows]
+    lines += [
+        "",
+        f"Training time: median {statistics.median(train):.0f} s "
+        f"({statistics.median(r['s_per_epoch'] for r in rows):.2f} s per epoch); "
+        f"preprocessing median {statistics.median(r['preprocess_s'] for r in rows):.1f} s; "
+        f"peak RSS median {statistics.median(rss):.2f} GB.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one seed
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    if args.one is not None:
+        print(json.dumps(run_one(args.one, args.epochs)))
+        return
+    rows = []
+    for seed in args.seeds:
+        child = [sys.executable, __file__, "--one", str(seed), "--epochs", str(args.epochs)]
+        output = subprocess.run(child, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(output.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "snare_seeds.json").write_text(json.dumps(rows, indent=2))
+    table = summarise(rows)
+    (out / "snare_seeds.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
