@@ -18,9 +18,16 @@ from .checkpoints import CheckpointPolicy
 from .distributed import init_from_environment
 from .errors import FactVAEInputError
 from .genomics import AnnotationLike, harmonise_chromosomes, peak_ranges, read_gene_annotation
-from .inputs import check_not_empty, check_unique, match_cells, raw_counts, reduction
+from .inputs import (
+    check_not_empty,
+    check_unique,
+    detected_cells,
+    match_cells,
+    raw_counts,
+    reduction,
+)
 from .model import Architecture, FactVAENetwork
-from .outputs import augment, infer_links, latent_means
+from .outputs import augment, augmented_chunks, infer_links, latent_means
 from .persistence import load_arrays, load_json, load_torch, save_arrays, save_json, save_torch
 from .preprocessing import (
     LSIProjection,
@@ -32,6 +39,7 @@ from .preprocessing import (
 )
 from .prior import GeneToPeak, coerce_g2p, gene_to_peak
 from .settings import ModelSettings
+from .streaming import write_h5ad_chunks
 from .training import Trainer, TrainingData, seed_everything, select_device
 
 SETTINGS_FILE, WEIGHTS_FILE, ARRAYS_FILE = "settings.json", "weights.pt", "arrays.npz"
@@ -60,7 +68,9 @@ class FactVAE:
         self.settings = ModelSettings.from_kwargs(settings)
         self.obs_names, atac_rows = match_cells(rna, atac)
         rna_counts = raw_counts(rna, "rna")
-        atac_counts = raw_counts(atac, "atac")[atac_rows]
+        atac_counts = raw_counts(atac, "atac")
+        if not np.array_equal(atac_rows, np.arange(len(atac_rows))):
+            atac_counts = atac_counts[atac_rows]  # the only copy, and only when out of order
         all_genes = pd.Index(rna.var_names.astype(str))
         all_peaks = pd.Index(atac.var_names.astype(str))
         check_unique(all_genes, "rna feature (gene)")
@@ -137,8 +147,7 @@ class FactVAE:
     def _select_genes(self, counts: sp.csr_matrix, genes: pd.Index) -> np.ndarray:
         """Genes seen in >= min_cells cells (and annotated, when annotated), then the HVGs."""
         s = self.settings
-        detected = np.asarray((counts > 0).sum(axis=0)).ravel()
-        eligible = detected >= s.min_cells
+        eligible = detected_cells(counts) >= s.min_cells
         if self.gene_coords_all is not None:
             annotated = genes.isin(self.gene_coords_all.index)
             if not annotated.any():
@@ -193,9 +202,10 @@ class FactVAE:
         progress: bool = True,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10,
+        resume: bool = True,
         bf16: bool = False,
     ) -> FactVAE:
-        """Train from scratch (or resume from ``checkpoint_dir``); returns ``self``.
+        """Train from scratch, or resume from a checkpoint in ``checkpoint_dir``; returns ``self``.
 
         Each minibatch is densified on its own from sparse storage. The same ``seed`` gives
         the same model on CPU, bit for bit. Under ``torchrun`` each process trains on its own
@@ -266,23 +276,35 @@ class FactVAE:
         peaks: Any = None,
         chunk_size: int = 1024,
         threshold: float | None = None,
-    ) -> np.ndarray | sp.csr_matrix:
+        out: str | Path | None = None,
+    ) -> np.ndarray | sp.csr_matrix | Path:
         """Augmented ATAC (Eq. 12) for the chosen cells x peaks, computed chunk by chunk.
 
         Dense float32 when ``threshold`` is None, else CSR keeping values >= ``threshold``.
+        With ``out=`` (an .h5ad path) the chunks are streamed to disk and the path returned,
+        so memory stays bounded by one chunk whatever the matrix size.
         """
         self._require_trained()
         _check_positive_int(chunk_size, "chunk_size")
+        if threshold is not None and not (isinstance(threshold, (int, float)) and threshold >= 0):
+            raise FactVAEInputError(f"threshold must be a number >= 0, got {threshold!r}.")
         cell_rows = _positions(self.obs_names, cells, "cells")
         peak_cols = _positions(self.peaks, peaks, "peaks")
+        atac_rep = self._atac_rep[cell_rows]
+        log_library = self._atac_log_library[cell_rows]
+        if out is not None:
+            chunks = augmented_chunks(
+                self.network, atac_rep, log_library, peak_cols, self.device, chunk_size
+            )
+            return write_h5ad_chunks(
+                Path(out),
+                chunks,
+                self.obs_names[cell_rows],
+                self.peak_coords.iloc[peak_cols],
+                threshold,
+            )
         return augment(
-            self.network,
-            self._atac_rep[cell_rows],
-            self._atac_log_library[cell_rows],
-            peak_cols,
-            self.device,
-            chunk_size,
-            threshold,
+            self.network, atac_rep, log_library, peak_cols, self.device, chunk_size, threshold
         )
 
     def infer_links(

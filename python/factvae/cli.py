@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 import warnings
@@ -25,6 +28,7 @@ import scipy.sparse as sp
 from . import __version__
 from .api import FactVAE
 from .checkpoints import CHECKPOINT_FILE
+from .distributed import current_group
 from .errors import FactVAEInputError, TrainingDivergedError
 from .readers import read_10x_multiome, read_g2p, read_pair
 
@@ -136,11 +140,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error argparse already printed
         return int(exit_.code or 0)
+    if args.command == "fit" and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_ranks(args.nproc, list(sys.argv[1:] if argv is None else argv))
+    # a scheduler's SIGTERM stops the run like Ctrl-C: the last checkpoint stays for --resume
+    signal.signal(signal.SIGTERM, _interrupt)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
             if args.command == "fit":
-                print_summary(run_fit(FitOptions.from_args(args)))
+                result = run_fit(FitOptions.from_args(args))
+                if result.written:
+                    print_summary(result)
             else:
                 run_demo(args)
         except (FactVAEInputError, OSError) as err:
@@ -159,6 +169,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nfactvae: interrupted{hint}", file=sys.stderr)
             return EXIT_INTERRUPTED
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _launch_ranks(nproc: int, argv: list[str]) -> int:
+    """Re-run this command under torchrun with ``nproc`` processes (gloo on CPU, NCCL on GPU)."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={nproc}", "-m", "factvae.cli", *rest]
+    return subprocess.call(command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="save the training state every N epochs, 0 = never (default: %(default)s)",
     )
     fit.add_argument(
+        "--nproc",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="train with N data-parallel processes through torchrun (default: %(default)s)",
+    )
+    fit.add_argument(
         "--resume",
         action="store_true",
         help="continue from DIR/checkpoints (same inputs and settings); without it a run "
@@ -316,7 +352,10 @@ def run_fit(options: FitOptions) -> FitResult:
     started = time.perf_counter()
     _check_options(options)
     say = _status(options.quiet)
-    checkpoint_dir = _prepare_checkpoints(options, say)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 owns the checkpoints
+        checkpoint_dir = _prepare_checkpoints(options, say)
+    else:
+        checkpoint_dir = None if options.checkpoint_every == 0 else options.out / CHECKPOINTS
     say("reading inputs")
     if options.tenx is not None:
         rna, atac = read_10x_multiome(options.tenx)
@@ -343,8 +382,11 @@ def run_fit(options: FitOptions) -> FitResult:
         progress=not options.quiet,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=max(options.checkpoint_every, 1),
+        resume=options.resume,
     )
     train_seconds = time.perf_counter() - trained
+    if current_group().rank != 0:  # the other ranks hold the same model; one writes it
+        return FitResult(model, None, [], train_seconds, time.perf_counter() - started)
     if len(model.history) > options.epochs:
         say(f"the checkpoint was already at epoch {len(model.history)}; nothing left to train")
 
@@ -557,3 +599,7 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,6 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .errors import FactVAEInputError
+from .preprocessing import ENTRY_BLOCK
 
 
 @dataclass
@@ -53,22 +54,39 @@ def raw_counts(adata: object, name: str) -> sp.csr_matrix:
 
 
 def _check_count_values(values: np.ndarray, where: str) -> None:
-    if not np.isfinite(values).all():
-        raise FactVAEInputError(
-            f"{where} holds NaN or infinite values; FactVAE needs raw counts (fix or drop them)."
-        )
-    if (values < 0).any():
-        raise FactVAEInputError(
-            f"{where} holds negative values; FactVAE needs raw counts, not normalised or scaled "
-            "data (use the counts layer)."
-        )
-    if not np.array_equal(values, np.round(values)):
+    """Finite, non-negative, whole numbers; checked in blocks so no nnz-sized copy is made."""
+    whole = True
+    for start in range(0, len(values), ENTRY_BLOCK):
+        block = values[start : start + ENTRY_BLOCK]
+        if not np.isfinite(block).all():
+            raise FactVAEInputError(
+                f"{where} holds NaN or infinite values; FactVAE needs raw counts (fix or drop "
+                "them)."
+            )
+        if (block < 0).any():
+            raise FactVAEInputError(
+                f"{where} holds negative values; FactVAE needs raw counts, not normalised or "
+                "scaled data (use the counts layer)."
+            )
+        whole = whole and bool(np.all(block == np.round(block)))
+    if not whole:
         warnings.warn(
             f"{where} holds non-integer values; FactVAE models raw counts and will use them as "
             "given. If these are normalised data, pass the raw counts instead.",
             UserWarning,
             stacklevel=4,
         )
+
+
+def detected_cells(counts: sp.csr_matrix) -> np.ndarray:
+    """Per feature, how many cells have a non-zero count (no boolean copy of the matrix)."""
+    positive = np.zeros(counts.shape[1], dtype=np.int64)
+    for start in range(0, counts.nnz, ENTRY_BLOCK):
+        block = slice(start, start + ENTRY_BLOCK)
+        positive += np.bincount(
+            counts.indices[block][counts.data[block] > 0], minlength=counts.shape[1]
+        )
+    return positive
 
 
 def check_unique(names: pd.Index, what: str) -> None:
@@ -120,7 +138,7 @@ def check_not_empty(
             f"{int((cell_totals == 0).sum())} cells have no {what} counts (for example "
             f"{example}); remove them before fitting (their library size is zero)."
         )
-    detected = np.asarray((counts > 0).sum(axis=0)).ravel()
+    detected = detected_cells(counts)
     if (detected == 0).any():
         warnings.warn(
             f"{int((detected == 0).sum())} {what} features have no counts in any cell (for "

@@ -141,17 +141,34 @@ class LSIProjection:
     singular: np.ndarray
 
 
+ENTRY_BLOCK = 1 << 24  # non-zeros handled per step, so temporaries stay ~64 MB
+
+
 def tfidf_log(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
-    """TF-IDF, L1-normalised per cell, then log1p of the frequencies scaled by 10^4."""
-    totals = np.asarray(counts.sum(axis=1)).ravel()
-    totals[totals == 0] = 1
-    tf = sp.csr_matrix(sp.diags(1.0 / totals) @ counts, dtype=np.float64)
-    weighted = sp.csr_matrix(tf @ sp.diags(idf))
-    norms = np.asarray(weighted.sum(axis=1)).ravel()
-    norms[norms == 0] = 1
-    scaled = sp.csr_matrix(sp.diags(1e4 / norms) @ weighted)
-    scaled.data = np.log1p(scaled.data)
-    return scaled
+    """TF-IDF, L1-normalised per cell, then log1p of the frequencies scaled by 10^4.
+
+    Term frequency (counts / cell total) is implied: the L1 normalisation of ``counts * idf``
+    gives the same values. One float32 copy of the counts is made and changed in place.
+    """
+    matrix = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+    idf32 = idf.astype(np.float32)
+    for start in range(0, matrix.nnz, ENTRY_BLOCK):
+        block = slice(start, start + ENTRY_BLOCK)
+        matrix.data[block] *= idf32[matrix.indices[block]]
+    norms = np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel()
+    scale_rows(matrix, 1e4 / np.where(norms > 0, norms, 1))
+    np.log1p(matrix.data, out=matrix.data)
+    return matrix
+
+
+def scale_rows(matrix: sp.csr_matrix, factors: np.ndarray) -> None:
+    """Multiply each row of a CSR matrix by its factor, in place, a block of rows at a time."""
+    rows_per_block = max(1, int(ENTRY_BLOCK / max(1, matrix.nnz / max(1, matrix.shape[0]))))
+    for start in range(0, matrix.shape[0], rows_per_block):
+        stop = min(start + rows_per_block, matrix.shape[0])
+        lo, hi = matrix.indptr[start], matrix.indptr[stop]
+        lengths = np.diff(matrix.indptr[start : stop + 1])
+        matrix.data[lo:hi] *= np.repeat(factors[start:stop], lengths).astype(matrix.dtype)
 
 
 def atac_lsi(

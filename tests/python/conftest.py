@@ -37,3 +37,19 @@ def snare():
             "snare_hcellline/ to run this test"
         )
     return load_snare(folder)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Count the bad-input corpus in the output: how many malformed inputs, how many handled."""
+    reports = [
+        r
+        for key in ("passed", "failed")
+        for r in terminalreporter.stats.get(key, [])
+        if getattr(r, "when", "") == "call" and "test_bad_input_is_a_clear_error" in r.nodeid
+    ]
+    if reports:
+        handled = sum(r.passed for r in reports)
+        terminalreporter.write_line(
+            f"bad-input corpus (Python): {len(reports)} malformed inputs, {handled} handled with "
+            "a clear error and the caller's objects unchanged"
+        )

@@ -64,7 +64,7 @@ def _cases(sim):
         "different cells": (dict(atac=atac[:-5].copy()), "same cells"),
         "renamed cells": (dict(atac=_rename(atac, obs=[c + "x" for c in cells])), "same cells"),
         "duplicated cell names": (
-            dict(rna=_rename(rna, obs=[cells[0]] + cells[1:-1] + [cells[0]])),
+            dict(rna=_rename(rna, obs=[cells[0], *cells[1:-1], cells[0]])),
             "unique",
         ),
         "duplicated gene names": (
