@@ -14,10 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import factvae
+from conftest import SMALL_SETTINGS
 from factvae import FactVAEInputError
 from factvae.genomics import parse_peak_names
-
-from .conftest import SMALL_SETTINGS
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import factvae
+from conftest import SMALL_SETTINGS
 from factvae import FactVAEInputError
 from factvae.outputs import benjamini_hochberg, candidate_pairs
-
-from .conftest import SMALL_SETTINGS
 
 
 def test_latent_kinds_and_joint_is_atac_then_rna(trained):

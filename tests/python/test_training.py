@@ -5,11 +5,10 @@ import pytest
 import torch
 
 import factvae
+from conftest import SMALL_SETTINGS
 from factvae import FactVAEInputError, TrainingDivergedError
 from factvae.checkpoints import CHECKPOINT_FILE
 from factvae.training import minibatches, select_device
-
-from .conftest import SMALL_SETTINGS
 
 
 def _model(sim, **extra):
