@@ -1,0 +1,111 @@
+# Reading RunFactVAE's inputs from a Seurat object, on SeuratObject 4 and 5. Everything here
+# errors before Python is touched, so bad input fails fast and leaves the object as it was.
+
+# SeuratObject 5 reads data by layer; version 4 by slot. Functions that exist in only one of
+# them are looked up at run time so that R CMD check is clean against either.
+.has_layers <- function() {
+  "LayerData" %in% getNamespaceExports("SeuratObject")
+}
+
+.seurat_object_fun <- function(name) {
+  getExportedValue("SeuratObject", name)
+}
+
+# Raw counts of one assay as a dgCMatrix (features x cells), never densified.
+.assay_counts <- function(object, assay, arg) {
+  if (!is.character(assay) || length(assay) != 1 || !assay %in% SeuratObject::Assays(object)) {
+    stop(sprintf("%s = %s is not an assay of the object (it has: %s); set %s to the right name.",
+                 arg, deparse(assay), paste(SeuratObject::Assays(object), collapse = ", "), arg),
+         call. = FALSE)
+  }
+  data <- object[[assay]]
+  counts <- if (.has_layers()) .layer_counts(data) else {
+    SeuratObject::GetAssayData(data, slot = "counts")
+  }
+  if (is.null(counts) || nrow(counts) == 0 || ncol(counts) == 0) {
+    stop(sprintf(paste0("Assay '%s' has no raw counts (its counts layer is empty). FactVAE ",
+                        "models raw counts: create the assay with counts = <raw count matrix>."),
+                 assay), call. = FALSE)
+  }
+  if (!inherits(counts, "dgCMatrix")) {
+    counts <- as(as(as(counts, "CsparseMatrix"), "generalMatrix"), "dMatrix")
+  }
+  if (length(counts@x) && min(counts@x) < 0) {
+    stop(sprintf("Assay '%s' has negative counts; FactVAE needs raw (non-negative) counts.",
+                 assay), call. = FALSE)
+  }
+  counts
+}
+
+# SeuratObject 5: an Assay5 may split its counts into several layers (one per batch).
+.layer_counts <- function(data) {
+  layers <- .seurat_object_fun("Layers")(data, search = "counts")
+  if (length(layers) == 0) return(NULL)
+  if (length(layers) > 1) {
+    data <- .seurat_object_fun("JoinLayers")(data, layers = "counts")
+  }
+  .seurat_object_fun("LayerData")(data, layer = "counts")
+}
+
+# Both count matrices with the same cells in the same order (the RNA assay's).
+.match_cells <- function(rna, atac, rna.assay, atac.assay) {
+  if (!setequal(colnames(rna), colnames(atac))) {
+    only.rna <- setdiff(colnames(rna), colnames(atac))
+    only.atac <- setdiff(colnames(atac), colnames(rna))
+    stop(sprintf(paste0("Assays '%s' and '%s' hold different cells (%d only in '%s', %d only in ",
+                        "'%s', e.g. %s). Subset the object to the cells both assays share."),
+                 rna.assay, atac.assay, length(only.rna), rna.assay, length(only.atac),
+                 atac.assay, paste(utils::head(c(only.rna, only.atac), 3), collapse = ", ")),
+         call. = FALSE)
+  }
+  list(rna = rna, atac = atac[, colnames(rna), drop = FALSE])
+}
+
+# Peak ranges, named by peak: from the ChromatinAssay when Signac is there, else from the names.
+.assay_peak_ranges <- function(object, atac.assay, peaks) {
+  data <- object[[atac.assay]]
+  if (inherits(data, "ChromatinAssay") && requireNamespace("Signac", quietly = TRUE)) {
+    ranges <- granges(data)
+    names(ranges) <- rownames(data)
+    return(ranges[peaks])
+  }
+  PeakRanges(peaks)
+}
+
+#' Genomic ranges of peaks from their names
+#'
+#' Reads peak names the way Signac does: `chr-start-end` (Seurat's form of
+#' `chr_start_end`) or `chr:start-end`, the last two fields being the start and
+#' the end; the start becomes the GRanges start.
+#'
+#' @param peaks Character vector of peak names.
+#' @return A GRanges named by `peaks`.
+#' @export
+#' @examples
+#' PeakRanges(c("chr1-1000-1500", "chr2:500-800"))
+PeakRanges <- function(peaks) {
+  pattern <- "^(.+)[-:]([0-9]+)-([0-9]+)$"
+  ok <- grepl(pattern, peaks)
+  if (!all(ok)) {
+    stop(sprintf(paste0("%d of %d peak names do not parse as 'chr-start-end' (e.g. %s). ",
+                        "Name the ATAC features by their coordinates, or use a Signac ",
+                        "ChromatinAssay that carries the peaks' ranges."),
+                 sum(!ok), length(peaks),
+                 paste(sQuote(utils::head(peaks[!ok], 3), q = FALSE), collapse = ", ")),
+         call. = FALSE)
+  }
+  start <- as.numeric(sub(pattern, "\\2", peaks))
+  end <- as.numeric(sub(pattern, "\\3", peaks))
+  if (any(end < start)) {
+    stop(sprintf("Peak names with end < start, e.g. %s; fix their coordinates.",
+                 peaks[end < start][1]), call. = FALSE)
+  }
+  ranges <- GRanges(sub(pattern, "\\1", peaks), IRanges(start, end))
+  names(ranges) <- peaks
+  ranges
+}
+
+# The peaks' coordinates as the Python core reads them (0-based, half-open, like BED).
+.peak_var <- function(ranges) {
+  list(chrom = as.character(seqnames(ranges)), start = start(ranges) - 1L, end = end(ranges))
+}

@@ -1,0 +1,298 @@
+#' Run FactVAE on a multiome Seurat object
+#'
+#' Trains FactVAE on the raw counts of an RNA assay and an ATAC assay of the
+#' same cells (or reuses a saved model) and adds its results to the object:
+#' joint, RNA and ATAC cell embeddings as dimensional reductions, optionally
+#' the augmented ATAC matrix as an assay and gene-peak links.
+#'
+#' Counts are read from the `counts` layer (SeuratObject 5, split layers
+#' joined) or slot (SeuratObject 4) and reach Python as sparse matrices. Peak
+#' ranges come from the ChromatinAssay when Signac is installed, otherwise
+#' from the peak names ([PeakRanges()]). The gene-to-peak prior is built with
+#' [GeneToPeak()] from `annotation`, unless `g2p` gives it.
+#'
+#' The model is saved at `model.path` and recorded, with the settings, in
+#' `Tool(object, "RunFactVAE")` and in the reductions' `misc`. Give that path
+#' as `model` to add the augmented ATAC or the links later without retraining;
+#' the model's own settings then apply.
+#'
+#' @param object A Seurat object.
+#' @param rna.assay,atac.assay Names of the RNA and the ATAC assay.
+#' @param annotation A GRanges of genes (`gene_name` column, strands); by
+#'   default `Signac::Annotation()` of the ATAC assay when there is one. Needed
+#'   to build the prior (unless `g2p` is given) and for `links = TRUE`.
+#' @param g2p A ready gene-to-peak prior: a genes x peaks (sparse) Matrix with
+#'   gene names and peak names as dimnames, non-zero where a gene and a peak
+#'   are linked. Genes and peaks outside the assays are ignored.
+#' @param n.latent Latent dimensions per modality (the joint embedding has
+#'   twice as many).
+#' @param n.hvg Number of highly variable genes the model uses.
+#' @param likelihood Count likelihood: zero-inflated (`"zinb"`) or plain
+#'   (`"nb"`) negative binomial.
+#' @param rna.reduction,atac.reduction Names of existing reductions (such as
+#'   `"pca"` and Signac's `"lsi"`) to use as the encoders' inputs instead of
+#'   the ones the model computes.
+#' @param upstream Bases before the TSS added to each gene locus in the prior.
+#' @param epochs,batch.size Training length and minibatch size.
+#' @param device `"auto"` (a GPU when there is one), `"cpu"` or `"cuda"`.
+#' @param seed Random seed of training, augmentation and link inference.
+#' @param model Path of a model saved by an earlier call, to reuse it
+#'   instead of training a new one. It must have been trained on these cells.
+#' @param model.path Where to save the trained model; by default a file in
+#'   the session's temporary folder.
+#' @param augment Add the augmented ATAC matrix as the assay `augment.assay`
+#'   (a ChromatinAssay with the source's ranges and annotation when Signac is
+#'   there, a plain Assay otherwise); its values (expected accessibility) are
+#'   in the `data` layer.
+#' @param augment.assay Name of the augmented assay.
+#' @param augment.features Peaks to augment (default: all the peaks the model
+#'   uses, i.e. those with counts in some cell).
+#' @param augment.threshold Values below it are dropped, which keeps the
+#'   matrix sparse. With the default `NULL` the matrix is dense, and an error
+#'   is raised beforehand when it would exceed
+#'   `getOption("factvae.max.dense.gb", 4)` GB.
+#' @param chunk.size Cells per chunk when computing the augmented matrix.
+#' @param links Infer gene-peak links (see [FactVAELinks()]); on a
+#'   ChromatinAssay they are also set as its Signac `Links`.
+#' @param link.window Largest distance, in bases, between a gene's TSS and a
+#'   linked peak.
+#' @param link.pvalue Keep links with a p-value up to this.
+#' @param reduction.name Name of the joint reduction; the RNA and ATAC ones
+#'   get the suffixes `.rna` and `.atac`.
+#' @param reduction.key Key of the joint reduction; the RNA and ATAC ones
+#'   insert `RNA` and `ATAC` before the underscore.
+#' @param verbose Show progress.
+#' @param ... Not used; unknown arguments are an error.
+#'
+#' @return The Seurat object with the reductions (and assay) added and the
+#'   command logged.
+#' @export
+#' @examples
+#' \dontrun{
+#' obj <- SimulateMultiome(n.cells = 600)
+#' obj <- RunFactVAE(obj, annotation = SeuratObject::Misc(obj, "annotation"),
+#'                   epochs = 50, links = TRUE, augment = TRUE)
+#' obj <- Seurat::RunUMAP(obj, reduction = "factvae", dims = 1:100)
+#' }
+RunFactVAE <- function(object, ...) {
+  UseMethod("RunFactVAE")
+}
+
+#' @rdname RunFactVAE
+#' @export
+RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", annotation = NULL,
+                              g2p = NULL, n.latent = 50, n.hvg = 2000,
+                              likelihood = c("zinb", "nb"), rna.reduction = NULL,
+                              atac.reduction = NULL, upstream = 2000, epochs = 300,
+                              batch.size = 128, device = "auto", seed = 0, model = NULL,
+                              model.path = NULL, augment = FALSE, augment.assay = "factvaeATAC",
+                              augment.features = NULL, augment.threshold = NULL,
+                              chunk.size = 1024, links = FALSE, link.window = 150000,
+                              link.pvalue = 0.05, reduction.name = "factvae",
+                              reduction.key = "FactVAE_", verbose = TRUE, ...) {
+  if (...length() > 0) {
+    stop("Unknown argument(s) to RunFactVAE: ", paste(names(list(...)), collapse = ", "),
+         call. = FALSE)
+  }
+  likelihood <- match.arg(likelihood)
+  settings <- list(n.latent = .whole(n.latent, 1), n.hvg = .whole(n.hvg, 1),
+                   likelihood = likelihood, epochs = .whole(epochs, 1),
+                   batch.size = .whole(batch.size, 2), device = device, seed = .whole(seed, 0),
+                   upstream = .whole(upstream, 0))
+  chunk.size <- .whole(chunk.size, 1)
+  link.window <- .whole(link.window, 0)
+  if (!is.numeric(link.pvalue) || length(link.pvalue) != 1 || is.na(link.pvalue)) {
+    stop("link.pvalue must be a number (1 keeps every candidate link).", call. = FALSE)
+  }
+  outputs <- .output_names(object, reduction.name, reduction.key, rna.assay, atac.assay,
+                         if (augment) augment.assay)
+
+  # Everything that can be checked in R is checked before Python starts and before training.
+  counts <- .match_cells(.assay_counts(object, rna.assay, "rna.assay"),
+                         .assay_counts(object, atac.assay, "atac.assay"), rna.assay, atac.assay)
+  cells <- colnames(counts$rna)
+  peaks <- .assay_peak_ranges(object, atac.assay, rownames(counts$atac))
+  features <- .augment_features(augment, augment.features, augment.threshold, names(peaks),
+                                length(cells))
+  if (is.null(model)) {
+    prior <- .prior(object, atac.assay, annotation, g2p, rownames(counts$rna), peaks, upstream)
+    if (links && is.null(prior$genes)) {
+      stop("links = TRUE needs the genes' coordinates: give annotation = a GRanges of genes.",
+           call. = FALSE)
+    }
+    reps <- list(rna = .reduction_input(object, rna.reduction, cells, "rna.reduction"),
+                 atac = .reduction_input(object, atac.reduction, cells, "atac.reduction"))
+  }
+
+  core <- .factvae_core()
+  if (is.null(model)) {
+    model.path <- model.path %||% tempfile("factvae-model-")
+    fit <- .train(core, counts, peaks, prior, reps, settings, verbose)
+    .py_call(fit$save(model.path))
+    trained <- TRUE
+  } else {
+    fit <- .py_call(core$module$FactVAE$load(path.expand(model)))
+    model.path <- model
+    trained <- FALSE
+  }
+  fitted <- .py_call(core$bridge$model_summary(fit))
+  if (!setequal(fitted$cells, cells)) {
+    stop("The model at ", model.path, " was trained on other cells than this object's; ",
+         "train a new one with model = NULL.", call. = FALSE)
+  }
+
+  # A reused model keeps the settings it was trained with (recorded by the call that trained it).
+  record <- list(model.path = model.path, python.version = core$version, cells = length(cells))
+  if (trained) record$settings <- settings
+  object <- .add_reductions(object, fit, fitted, cells, outputs, rna.assay, atac.assay, record)
+  info <- if (trained) list() else SeuratObject::Tool(object, slot = "RunFactVAE") %||% list()
+  info[names(record)] <- record
+  info$reductions <- unname(unlist(outputs$reductions))
+  if (augment) {
+    values <- .augment(core, fit, cells, features %||% fitted$peaks, augment.threshold,
+                       chunk.size, verbose)
+    object[[augment.assay]] <- .augmented_assay(object[[atac.assay]], values)
+    info$augment.assay <- augment.assay
+  }
+  if (links) {
+    found <- .links(core, fit, peaks, link.window, link.pvalue, settings$seed)
+    object <- .set_signac_links(object, atac.assay, found)
+    info$links <- found
+  }
+  object@tools[["RunFactVAE"]] <- info
+  # Logged by hand to name the assay it used (Seurat warns about a command without one).
+  command <- SeuratObject::LogSeuratCommand(object = object, return.command = TRUE)
+  command@assay.used <- rna.assay
+  object[[command@name]] <- command
+  object
+}
+
+# A whole number >= lowest, as an integer (reticulate would pass 50 as the float 50.0).
+.whole <- function(x, lowest) {
+  name <- deparse(substitute(x))
+  if (!is.numeric(x) || length(x) != 1 || is.na(x) || x != round(x) || x < lowest) {
+    stop(sprintf("%s must be a whole number >= %d.", name, lowest), call. = FALSE)
+  }
+  as.integer(x)
+}
+
+# Names of the new reductions and assay, checked against what the object already holds.
+.output_names <- function(object, reduction.name, reduction.key, rna.assay, atac.assay,
+                          augment.assay) {
+  if (!grepl("^[A-Za-z][A-Za-z0-9]*_$", reduction.key)) {
+    stop("reduction.key must be letters and digits ending in '_', such as 'FactVAE_'.",
+         call. = FALSE)
+  }
+  stem <- sub("_$", "", reduction.key)
+  reductions <- list(joint = reduction.name, rna = paste0(reduction.name, ".rna"),
+                     atac = paste0(reduction.name, ".atac"))
+  keys <- list(joint = reduction.key, rna = paste0(stem, "RNA_"), atac = paste0(stem, "ATAC_"))
+  taken <- setdiff(names(object), SeuratObject::Reductions(object))
+  clash <- intersect(unlist(reductions), c(taken, augment.assay))
+  if (length(clash)) {
+    stop("reduction.name gives names already used by assays or graphs: ",
+         paste(clash, collapse = ", "), "; choose another reduction.name.", call. = FALSE)
+  }
+  if (!is.null(augment.assay)) {
+    if (augment.assay %in% c(rna.assay, atac.assay) ||
+        augment.assay %in% setdiff(names(object), SeuratObject::Assays(object))) {
+      stop("augment.assay = '", augment.assay, "' would replace an input assay or clash with ",
+           "a reduction or graph; choose another name.", call. = FALSE)
+    }
+  }
+  list(reductions = reductions, keys = keys)
+}
+
+# The prior as (gene, peak) pairs among the assays' features, and the genes' coordinates.
+.prior <- function(object, atac.assay, annotation, g2p, genes, peaks, upstream) {
+  annotation <- annotation %||% .signac_annotation(object[[atac.assay]])
+  table <- if (!is.null(annotation)) .gene_table(annotation, peaks)
+  if (is.null(g2p)) {
+    if (is.null(table)) {
+      stop("RunFactVAE needs the genes' coordinates to build the gene-to-peak prior: give ",
+           "annotation = a GRanges of genes (with a gene_name column), or g2p = a genes x ",
+           "peaks Matrix.", call. = FALSE)
+    }
+    g2p <- .gene_to_peak(table, peaks, upstream)
+  }
+  list(pairs = .g2p_pairs(g2p, genes, names(peaks)), genes = table)
+}
+
+.signac_annotation <- function(assay) {
+  if (inherits(assay, "ChromatinAssay") && requireNamespace("Signac", quietly = TRUE)) {
+    getExportedValue("Signac", "Annotation")(assay)
+  }
+}
+
+# Linked (gene, peak) pairs whose gene and peak are features of the assays.
+.g2p_pairs <- function(g2p, genes, peaks) {
+  if (!(is(g2p, "Matrix") || is.matrix(g2p)) || is.null(rownames(g2p)) ||
+      is.null(colnames(g2p))) {
+    stop("g2p must be a genes x peaks Matrix with gene names and peak names as dimnames.",
+         call. = FALSE)
+  }
+  triplets <- as(as(as(as(g2p, "CsparseMatrix"), "generalMatrix"), "dMatrix"), "TsparseMatrix")
+  linked <- triplets@x != 0
+  pairs <- data.frame(gene = rownames(g2p)[triplets@i[linked] + 1L],
+                      peak = colnames(g2p)[triplets@j[linked] + 1L], stringsAsFactors = FALSE)
+  pairs <- pairs[pairs$gene %in% genes & pairs$peak %in% peaks, , drop = FALSE]
+  if (nrow(pairs) == 0) {
+    stop(sprintf(paste0("No gene of the RNA assay overlaps a peak of the ATAC assay in the ",
+                        "gene-to-peak prior (%d of its %d genes are RNA features, %d of its %d ",
+                        "peaks are ATAC features). Check that the annotation's gene names match ",
+                        "the RNA features and that it is of the peaks' genome build."),
+                 sum(rownames(g2p) %in% genes), nrow(g2p), sum(colnames(g2p) %in% peaks),
+                 ncol(g2p)), call. = FALSE)
+  }
+  rownames(pairs) <- NULL
+  pairs
+}
+
+# An existing reduction's embeddings, in the model's cell order, as an encoder input.
+.reduction_input <- function(object, reduction, cells, arg) {
+  if (is.null(reduction)) return(NULL)
+  if (!reduction %in% SeuratObject::Reductions(object)) {
+    stop(arg, " = '", reduction, "' is not a reduction of the object.", call. = FALSE)
+  }
+  SeuratObject::Embeddings(object[[reduction]])[cells, , drop = FALSE]
+}
+
+.train <- function(core, counts, peaks, prior, reps, settings, verbose) {
+  bridge <- core$bridge
+  cells <- colnames(counts$rna)
+  rna <- .py_call(bridge$anndata_from_counts(counts$rna, cells, rownames(counts$rna)))
+  atac <- .py_call(bridge$anndata_from_counts(counts$atac, cells, rownames(counts$atac),
+                                              var = .peak_var(peaks)))
+  genes <- if (!is.null(prior$genes)) as.data.frame(.gene_frame(prior$genes))
+  if (verbose) {
+    message(sprintf("FactVAE: %d cells, %d genes, %d peaks, %d gene-peak pairs in the prior",
+                    length(cells), nrow(counts$rna), nrow(counts$atac), nrow(prior$pairs)))
+  }
+  fit <- .py_call(core$module$FactVAE(
+    rna, atac, gene_annotation = genes, g2p = prior$pairs,
+    n_latent = settings$n.latent,
+    n_hvg = settings$n.hvg, rna_rep = reps$rna, atac_rep = reps$atac,
+    likelihood = settings$likelihood))
+  .py_call(fit$fit(max_epochs = settings$epochs, batch_size = settings$batch.size,
+                   device = settings$device, seed = settings$seed, progress = verbose))
+  fit
+}
+
+.add_reductions <- function(object, fit, fitted, cells, outputs, rna.assay, atac.assay, misc) {
+  order <- match(cells, fitted$cells)
+  loadings <- list(joint = NULL, rna = fitted$gene_embeddings, atac = fitted$peak_embeddings)
+  rownames(loadings$rna) <- fitted$genes
+  rownames(loadings$atac) <- fitted$peaks
+  assays <- list(joint = rna.assay, rna = rna.assay, atac = atac.assay)
+  for (kind in c("joint", "rna", "atac")) {
+    embeddings <- .py_call(fit$get_latent(kind = kind))[order, , drop = FALSE]
+    key <- outputs$keys[[kind]]
+    dims <- paste0(key, seq_len(ncol(embeddings)))
+    dimnames(embeddings) <- list(cells, dims)
+    load <- loadings[[kind]] %||% new("matrix")
+    if (length(load)) colnames(load) <- dims
+    object[[outputs$reductions[[kind]]]] <- SeuratObject::CreateDimReducObject(
+      embeddings = embeddings, loadings = load, key = key, assay = assays[[kind]], misc = misc)
+  }
+  object
+}

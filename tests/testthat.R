@@ -1,0 +1,4 @@
+library(testthat)
+library(factvae)
+
+test_check("factvae")

@@ -1,0 +1,59 @@
+# The real SNARE-seq cell-line mixture (4 cell lines), trained once per test run. Skipped unless
+# FACTVAE_FULL_TESTS=true, as training takes minutes.
+
+test_that("ReadMultiome builds the RNA and ATAC assays, cell types and annotation", {
+  skip_if_no_real_data()
+  object <- real_object()
+  expect_identical(dim(object[["RNA"]]), c(18666L, 1047L))
+  expect_identical(dim(object[["ATAC"]]), c(27399L, 1047L))
+  expect_identical(sort(table(object$cell_type), decreasing = TRUE)[[1]], 385L)
+  expect_identical(rownames(object[["ATAC"]])[1], "chr2-148881654-148881927")
+  annotation <- SeuratObject::Misc(object, "annotation")
+  expect_length(annotation, 17541)
+  # genes.bed's 0-based start becomes the 1-based GRanges start.
+  expect_identical(GenomicRanges::start(annotation)[annotation$gene_name == "A2M"], 9220260L)
+})
+
+test_that("on real data the joint embedding separates the cell lines (ARI >= 0.85)", {
+  skip_unless_full_tests()
+  skip_if_no_core()
+  skip_if_no_real_data()
+  fit <- real_fit()
+  expect_identical(dim(SeuratObject::Embeddings(fit, "factvae")), c(1047L, 100L))
+  expect_identical(dim(SeuratObject::Embeddings(fit, "factvae.rna")), c(1047L, 50L))
+  expect_identical(dim(SeuratObject::Embeddings(fit, "factvae.atac")), c(1047L, 50L))
+  for (name in c("factvae", "factvae.rna", "factvae.atac")) {
+    expect_identical(rownames(SeuratObject::Embeddings(fit, name)), colnames(real_object()))
+  }
+  set.seed(0)
+  clusters <- stats::kmeans(SeuratObject::Embeddings(fit, "factvae"), centers = 4,
+                            nstart = 20)$cluster
+  expect_gte(ClusterAgreement(clusters, fit$cell_type)[["ARI"]], 0.85)
+})
+
+test_that("on real data the augmented assay has the input's cells and peaks", {
+  skip_unless_full_tests()
+  skip_if_no_core()
+  skip_if_no_real_data()
+  fit <- real_fit()
+  values <- SeuratObject::GetAssayData(fit, assay = "factvaeATAC", slot = "data")
+  expect_s4_class(values, "dgCMatrix")
+  expect_identical(colnames(values), colnames(fit))
+  expect_identical(rownames(values), rownames(fit[["ATAC"]]))
+  expect_true(all(values@x >= 0.05))
+})
+
+test_that("on real data every link joins a gene to a peak of the input", {
+  skip_unless_full_tests()
+  skip_if_no_core()
+  skip_if_no_real_data()
+  links <- FactVAELinks(real_fit())
+  expect_s4_class(links, "GRanges")
+  expect_true(all(c("score", "gene", "peak", "zscore", "pvalue", "qvalue") %in%
+                    names(GenomicRanges::mcols(links))))
+  expect_gt(length(links), 0)
+  expect_true(all(links$gene %in% rownames(real_object()[["RNA"]])))
+  expect_true(all(links$peak %in% rownames(real_object()[["ATAC"]])))
+  expect_true(all(links$pvalue <= 0.05))
+  expect_true(all(GenomicRanges::width(links) <= 150001 + 1000))
+})

@@ -1,0 +1,167 @@
+# RunFactVAE end to end on simulated data, trained for a few epochs (quick enough for R CMD
+# check). The real-data checks of quality are in test-real-data.R.
+
+test_that("SimulateMultiome gives RNA and ATAC counts, cell types and the annotation", {
+  skip_if_no_core()
+  object <- simulated_fit()$input
+  expect_identical(SeuratObject::Assays(object), c("RNA", "ATAC"))
+  expect_identical(ncol(object), 300L)
+  expect_setequal(unique(object$cell_type), paste0("type", 1:4))
+  atac <- SeuratObject::GetAssayData(object, assay = "ATAC", slot = "counts")
+  expect_s4_class(atac, "dgCMatrix")
+  expect_true(all(atac@x == round(atac@x)))
+  expect_s4_class(PeakRanges(rownames(atac)), "GRanges")
+  annotation <- SeuratObject::Misc(object, "annotation")
+  expect_true(all(rownames(object[["RNA"]]) %in% annotation$gene_name))
+  truth <- SeuratObject::Misc(object, "true.links")
+  expect_true(all(truth$peak %in% rownames(atac)))
+  expect_true(all(truth$gene %in% rownames(object[["RNA"]])))
+})
+
+test_that("RunFactVAE adds joint, RNA and ATAC reductions of the object's cells", {
+  skip_if_no_core()
+  fit <- simulated_fit()$fit
+  expect_true(all(c("factvae", "factvae.rna", "factvae.atac") %in% SeuratObject::Reductions(fit)))
+  dims <- c(factvae = 20L, factvae.rna = 10L, factvae.atac = 10L)
+  keys <- c(factvae = "FactVAE_", factvae.rna = "FactVAERNA_", factvae.atac = "FactVAEATAC_")
+  for (name in names(dims)) {
+    embeddings <- SeuratObject::Embeddings(fit, reduction = name)
+    expect_identical(rownames(embeddings), colnames(fit))
+    expect_identical(ncol(embeddings), dims[[name]])
+    expect_true(all(is.finite(embeddings)))
+    expect_identical(SeuratObject::Key(fit[[name]]), keys[[name]])
+  }
+  # Gene and peak embeddings are the per-modality loadings.
+  genes <- SeuratObject::Loadings(fit[["factvae.rna"]])
+  peaks <- SeuratObject::Loadings(fit[["factvae.atac"]])
+  expect_identical(ncol(genes), 10L)
+  expect_true(all(rownames(genes) %in% rownames(fit[["RNA"]])))
+  expect_true(all(rownames(peaks) %in% rownames(fit[["ATAC"]])))
+  expect_gt(nrow(peaks), 0.9 * nrow(fit[["ATAC"]]))
+  expect_identical(SeuratObject::DefaultAssay(fit[["factvae.atac"]]), "ATAC")
+})
+
+test_that("RunFactVAE records its settings, the saved model and the command", {
+  skip_if_no_core()
+  fit <- simulated_fit()$fit
+  info <- SeuratObject::Tool(fit, slot = "RunFactVAE")
+  expect_true(dir.exists(info$model.path))
+  expect_identical(info$settings$epochs, 5L)
+  expect_identical(info$settings$n.latent, 10L)
+  expect_identical(info$reductions, c("factvae", "factvae.rna", "factvae.atac"))
+  expect_identical(fit[["factvae"]]@misc$model.path, info$model.path)
+  expect_true("RunFactVAE" %in% names(fit@commands))
+  expect_identical(fit@commands$RunFactVAE$epochs, 5)
+})
+
+test_that("a saved model is reused without retraining", {
+  skip_if_no_core()
+  fixture <- simulated_fit()
+  path <- SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
+  # One epoch with another seed would give other embeddings: equal ones mean no training.
+  reused <- RunFactVAE(fixture$input, model = path, epochs = 1, seed = 7, verbose = FALSE)
+  expect_equal(SeuratObject::Embeddings(reused, "factvae"),
+               SeuratObject::Embeddings(fixture$fit, "factvae"))
+  expect_identical(SeuratObject::Tool(reused, slot = "RunFactVAE")$model.path, path)
+  expect_null(SeuratObject::Tool(reused, slot = "RunFactVAE")$settings)
+  subset <- fixture$input[, 1:100]
+  expect_error(RunFactVAE(subset, model = path, verbose = FALSE),
+               "trained on other cells than this object's")
+})
+
+test_that("the augmented ATAC assay has the input's cells and peaks", {
+  skip_if_no_core()
+  fit <- simulated_fit()$fit
+  expect_true("factvaeATAC" %in% SeuratObject::Assays(fit))
+  values <- SeuratObject::GetAssayData(fit, assay = "factvaeATAC", slot = "data")
+  expect_identical(colnames(values), colnames(fit))
+  expect_true(all(rownames(values) %in% rownames(fit[["ATAC"]])))
+  expect_identical(rownames(values), rownames(SeuratObject::Loadings(fit[["factvae.atac"]])))
+  expect_true(is.matrix(values))
+  expect_true(all(values > 0))
+  # Expected counts: each cell's total is close to its observed ATAC library size.
+  observed <- Matrix::colSums(SeuratObject::GetAssayData(fit, assay = "ATAC", slot = "counts"))
+  expect_gt(stats::cor(colSums(values), observed), 0.9)
+})
+
+test_that("augment.threshold and augment.features keep the augmented assay sparse and small", {
+  skip_if_no_core()
+  fixture <- simulated_fit()
+  path <- SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
+  dense <- SeuratObject::GetAssayData(fixture$fit, assay = "factvaeATAC", slot = "data")
+  features <- rownames(dense)[1:50]
+  sparse <- RunFactVAE(fixture$input, model = path, augment = TRUE, augment.assay = "aug",
+                       augment.features = features, augment.threshold = 0.05, chunk.size = 64,
+                       verbose = FALSE)
+  values <- SeuratObject::GetAssayData(sparse, assay = "aug", slot = "data")
+  expect_s4_class(values, "dgCMatrix")
+  expect_identical(dimnames(values), list(features, colnames(fixture$fit)))
+  expect_true(all(values@x >= 0.05))
+  # The same values as the dense matrix, dropped where that one is below the threshold (up to
+  # float32 rounding, which chunking can change).
+  reference <- dense[features, ]
+  kept <- as.matrix(values) != 0
+  expect_true(all(reference[kept] > 0.05 - 1e-5) && all(reference[!kept] < 0.05 + 1e-5))
+  expect_equal(as.matrix(values)[kept], reference[kept], tolerance = 1e-5)
+})
+
+test_that("links are a Signac-style GRanges joining genes to peaks of the input", {
+  skip_if_no_core()
+  fit <- simulated_fit()$fit
+  links <- FactVAELinks(fit)
+  expect_s4_class(links, "GRanges")
+  expect_true(all(c("score", "gene", "peak", "zscore", "pvalue", "qvalue") %in%
+                    names(GenomicRanges::mcols(links))))
+  expect_gt(length(links), 100)
+  expect_true(all(links$gene %in% rownames(fit[["RNA"]])))
+  expect_true(all(links$peak %in% rownames(fit[["ATAC"]])))
+  expect_true(all(links$pvalue >= 0 & links$pvalue <= 1 & links$qvalue >= links$pvalue))
+  expect_true(all(abs(links$score) <= 1 + 1e-6))
+  # Each range spans the gene's TSS and its peak's centre, on the peak's chromosome.
+  peaks <- PeakRanges(links$peak)
+  centre <- (GenomicRanges::start(peaks) + GenomicRanges::end(peaks)) %/% 2
+  expect_true(all(GenomicRanges::start(links) == centre | GenomicRanges::end(links) == centre))
+  expect_identical(as.character(GenomicRanges::seqnames(links)),
+                   as.character(GenomicRanges::seqnames(peaks)))
+  annotation <- SeuratObject::Misc(fit, "annotation")
+  gene <- annotation[match(links$gene, annotation$gene_name)]
+  tss <- ifelse(as.character(GenomicRanges::strand(gene)) == "-", GenomicRanges::end(gene),
+                GenomicRanges::start(gene))
+  expect_true(all(GenomicRanges::start(links) == tss | GenomicRanges::end(links) == tss))
+  # The simulation's planted links score higher than the other candidates.
+  truth <- SeuratObject::Misc(fit, "true.links")
+  planted <- paste(links$gene, links$peak) %in% paste(truth$gene, truth$peak)
+  expect_gt(mean(links$score[planted]), mean(links$score[!planted]))
+})
+
+test_that("FactVAELinks says how to get links when there are none", {
+  expect_error(FactVAELinks(toy_object()), "run RunFactVAE\\(object, links = TRUE\\)")
+})
+
+test_that("a Python-side refusal reaches the user as an R error with its message", {
+  skip_if_no_core()
+  object <- simulated_fit()$input
+  expect_error(suppressWarnings(RunFactVAE(
+    object, annotation = SeuratObject::Misc(object, "annotation"), n.latent = 400, epochs = 1,
+    verbose = FALSE)),
+               "^n_latent=400 is not below the number of cells \\(300\\)")
+})
+
+test_that("the core's warnings reach the user as R warnings", {
+  skip_if_no_core()
+  object <- simulated_fit()$input
+  # The simulation leaves some peaks without counts in these 300 cells.
+  empty <- sum(Matrix::rowSums(SeuratObject::GetAssayData(object, assay = "ATAC",
+                                                          slot = "counts")) == 0)
+  expect_gt(empty, 0)
+  warned <- character()
+  withCallingHandlers(
+    RunFactVAE(object, annotation = SeuratObject::Misc(object, "annotation"), n.latent = 5,
+               n.hvg = 100, epochs = 1, verbose = FALSE),
+    warning = function(w) {
+      warned <<- c(warned, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    })
+  expect_true(any(startsWith(warned, sprintf("%d atac features have no counts in any cell",
+                                             empty))))
+})
