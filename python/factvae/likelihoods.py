@@ -55,8 +55,8 @@ def _block_terms(mean_logits, disp_logits, pi_logit, log_library, lse_mean, lse_
     return share, mu, t, theta, theta_mu, log_theta_mu, nb_zero, a
 
 
-def _nonzero_terms(x, mu, theta, t, log_theta_mu, a, flat, log_mu):
-    """log p(x) - log p(0) at the block's non-zero entries, and the values its gradient needs."""
+def _nonzero_terms(x, mu, theta, log_theta_mu, a, flat, log_mu):
+    """log p(x) - log p(0) at the block's non-zero entries."""
     theta_nz = theta.view(-1)[flat]
     delta = (
         x * (log_mu - log_theta_mu.view(-1)[flat])
@@ -64,13 +64,20 @@ def _nonzero_terms(x, mu, theta, t, log_theta_mu, a, flat, log_mu):
         - torch.lgamma(theta_nz)
         - torch.lgamma(x + 1)
     )
-    gate_nz = None
     if a is not None:
         # log(1 - pi) + log NB(0) - log p(0) = -softplus(pi - log NB(0))
-        s = -a.view(-1)[flat]
-        delta = delta - F.softplus(s)
-        gate_nz = torch.sigmoid(s)
-    return delta, gate_nz
+        delta = delta - F.softplus(-a.view(-1)[flat])
+    return delta
+
+
+def _row_blocks(rows, cols, n, width, bounds):
+    """Per block of ROW_BLOCK cells: its rows, its non-zeros, their rows within the block and
+    their flat index in the block (the non-zeros are sorted by row)."""
+    for block, r0 in enumerate(range(0, n, ROW_BLOCK)):
+        part = slice(r0, min(r0 + ROW_BLOCK, n))
+        nonzero = slice(bounds[block], bounds[block + 1])
+        local_rows = rows[nonzero] - r0
+        yield part, nonzero, local_rows, local_rows * width + cols[nonzero]
 
 
 class _FactorisedLogLik(torch.autograd.Function):
@@ -90,24 +97,20 @@ class _FactorisedLogLik(torch.autograd.Function):
             rows, torch.arange(0, n + ROW_BLOCK, ROW_BLOCK, device=rows.device).clamp_(max=n)
         ).tolist()
         total = torch.empty(n, dtype=mean_logits.dtype, device=mean_logits.device)
-        for block, r0 in enumerate(range(0, n, ROW_BLOCK)):
-            r1 = min(r0 + ROW_BLOCK, n)
-            pi_block = None if pi_logit is None else pi_logit[r0:r1]
-            _, mu, t, theta, _, log_theta_mu, nb_zero, a = _block_terms(
-                mean_logits[r0:r1], disp_logits[r0:r1], pi_block, log_library[r0:r1],
-                lse_mean[r0:r1], lse_disp[r0:r1],
+        for part, nonzero, local_rows, flat in _row_blocks(rows, cols, n, width, bounds):
+            pi_block = None if pi_logit is None else pi_logit[part]
+            _, mu, _, theta, _, log_theta_mu, nb_zero, a = _block_terms(
+                mean_logits[part], disp_logits[part], pi_block, log_library[part],
+                lse_mean[part], lse_disp[part],
             )  # fmt: skip
             zero_ll = nb_zero if a is None else F.softplus(a) - F.softplus(-pi_block)
-            n0, n1 = bounds[block], bounds[block + 1]
-            local_rows = rows[n0:n1] - r0
-            flat = local_rows * width + cols[n0:n1]
             log_mu = (
-                mean_logits[r0:r1].reshape(-1)[flat]
-                - lse_mean[rows[n0:n1]]
-                + log_library[rows[n0:n1]]
+                mean_logits[part].reshape(-1)[flat]
+                - lse_mean[rows[nonzero]]
+                + log_library[rows[nonzero]]
             )
-            delta, _ = _nonzero_terms(x[n0:n1], mu, theta, t, log_theta_mu, a, flat, log_mu)
-            total[r0:r1] = zero_ll.sum(dim=1).index_add(0, local_rows, delta)
+            delta = _nonzero_terms(x[nonzero], mu, theta, log_theta_mu, a, flat, log_mu)
+            total[part] = zero_ll.sum(dim=1).index_add(0, local_rows, delta)
         ctx.bounds = bounds
         ctx.save_for_backward(
             mean_logits, disp_logits, pi_logit, log_library, lse_mean, lse_disp, rows, cols, x
@@ -123,19 +126,15 @@ class _FactorisedLogLik(torch.autograd.Function):
         grad_mean = torch.empty_like(mean_logits)
         grad_disp = torch.empty_like(disp_logits)
         grad_pi = None if pi_logit is None else torch.empty_like(pi_logit)
-        for block, r0 in enumerate(range(0, n, ROW_BLOCK)):
-            r1 = min(r0 + ROW_BLOCK, n)
-            pi_block = None if pi_logit is None else pi_logit[r0:r1]
+        for part, nonzero, _, flat in _row_blocks(rows, cols, n, width, ctx.bounds):
+            pi_block = None if pi_logit is None else pi_logit[part]
             share, mu, t, theta, theta_mu, log_theta_mu, _, a = _block_terms(
-                mean_logits[r0:r1], disp_logits[r0:r1], pi_block, log_library[r0:r1],
-                lse_mean[r0:r1], lse_disp[r0:r1],
+                mean_logits[part], disp_logits[part], pi_block, log_library[part],
+                lse_mean[part], lse_disp[part],
             )  # fmt: skip
-            n0, n1 = ctx.bounds[block], ctx.bounds[block + 1]
-            local_rows = rows[n0:n1] - r0
-            flat = local_rows * width + cols[n0:n1]
-            xb = x[n0:n1]
-            g = grad_total[r0:r1, None]
-            g_nz = grad_total[rows[n0:n1]]
+            xb = x[nonzero]
+            g = grad_total[part, None]
+            g_nz = grad_total[rows[nonzero]]
             mu_nz, theta_nz = mu.view(-1)[flat], theta.view(-1)[flat]
             t_nz, log_theta_mu_nz = t.view(-1)[flat], log_theta_mu.view(-1)[flat]
             tm_nz = theta_nz + mu_nz
@@ -145,7 +144,7 @@ class _FactorisedLogLik(torch.autograd.Function):
                 grad_nb = g.expand_as(theta)
             else:
                 gate = torch.sigmoid(a)
-                grad_pi[r0:r1] = (torch.sigmoid(-pi_block) - gate) * g
+                grad_pi[part] = (torch.sigmoid(-pi_block) - gate) * g
                 grad_nb = gate * g
             grad_t = grad_nb * (t - log_theta_mu + mu / theta_mu) * theta  # via theta = e^t
             grad_mu_mu = -grad_nb * theta / theta_mu * mu  # wrt mu, times mu (softmax chain)
@@ -157,12 +156,12 @@ class _FactorisedLogLik(torch.autograd.Function):
                 gate_nz = torch.sigmoid(-a.view(-1)[flat])
                 nz_mu_mu = nz_mu_mu - gate_nz * theta_nz * mu_nz / tm_nz
                 nz_theta = nz_theta + gate_nz * (t_nz - log_theta_mu_nz + mu_nz / tm_nz)
-                grad_pi[r0:r1].view(-1).index_add_(0, flat, -gate_nz * g_nz)
+                grad_pi[part].view(-1).index_add_(0, flat, -gate_nz * g_nz)
             grad_t.view(-1).index_add_(0, flat, nz_theta * theta_nz * g_nz)
             grad_mu_mu.view(-1).index_add_(0, flat, nz_mu_mu * g_nz)
             # back through the two softmaxes
-            grad_disp[r0:r1] = t * (grad_t - (grad_t * t).sum(dim=1, keepdim=True))
-            grad_mean[r0:r1] = grad_mu_mu - share * grad_mu_mu.sum(dim=1, keepdim=True)
+            grad_disp[part] = t * (grad_t - (grad_t * t).sum(dim=1, keepdim=True))
+            grad_mean[part] = grad_mu_mu - share * grad_mu_mu.sum(dim=1, keepdim=True)
         return grad_mean, grad_disp, grad_pi, None, None, None, None
 
 
