@@ -40,6 +40,9 @@ FACTVAE_FULL_TESTS=true R_LIBS="$work/lib" Rscript -e '
                                     reporter = SummaryReporter$new(show_praise = FALSE)))
   failed <- sum(results$failed > 0 | results$error)
   skipped <- sum(results$skipped & !(results$failed > 0 | results$error))
+  bad <- results[basename(results$file) == "test-inputs.R", ]
+  cat(sprintf("bad-input corpus (R): %d checks of malformed inputs in %d tests, %d tests failed\n",
+              sum(bad$nb), nrow(bad), sum(bad$failed > 0 | bad$error)))
   cat(sprintf("R tests skipped: %d\n", skipped))
   cat(sprintf("R: %d passed, %d failed\n", nrow(results) - failed - skipped, failed))
   quit(status = if (failed > 0) 1 else 0)

@@ -108,3 +108,28 @@ def test_fit_argument_errors(sim):
             model.fit(progress=False, **kwargs)
     with pytest.raises(FactVAEInputError, match="not trained"):
         model.get_latent()
+
+
+def test_gradient_clipping_bounds_the_joint_gradient(sim):
+    from factvae.model import FactVAENetwork
+    from factvae.training import LossWeights, OptimiserSettings, Trainer
+
+    model = _model(sim, grad_clip=0.5)
+    trainer = Trainer(
+        FactVAENetwork(model.architecture),
+        (np.array([0]), np.array([0])),
+        LossWeights(),
+        model.settings.optimiser(),
+        torch.device("cpu"),
+    )
+    parameters = list(trainer.network.parameters())
+    for p in parameters:
+        p.grad = torch.full_like(p, 3.0)
+    trainer._check_gradients("joint", parameters)
+    total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters]))
+    assert abs(float(total) - 0.5) < 1e-4
+    for p in parameters:
+        p.grad[...] = float("nan")
+    with pytest.raises(TrainingDivergedError, match="gradients of the joint step"):
+        trainer._check_gradients("joint", parameters)
+    assert OptimiserSettings().grad_clip is None
