@@ -7,14 +7,19 @@ logit), the per-cell log-likelihood is split into
 * a correction ``log p(x) - log p(0)`` at the non-zero entries only, where ``lgamma`` and
   ``digamma`` are paid.
 
-One autograd function computes both with analytic gradients, so the dense work is a few dozen
-passes over the batch x features block (instead of ~100 for autograd) and the sparse part never
-materialises a dense index or gradient. The sum equals the dense per-entry formula (tests
-check it), with exact logs where the authors guard with ``log(x + 1e-8)``.
+One autograd function computes both, with analytic gradients taken in the same pass as the
+values. The dense part is one fused kernel (compiled by ``torch.compile`` where a compiler is
+available, so its ~30 elementwise operations become a few loops over the batch x features
+block); the sparse part never materialises a dense index or gradient. The sum equals the dense
+per-entry formula (tests check it), with exact logs where the authors guard with
+``log(x + 1e-8)``.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,129 +44,131 @@ class SparseCounts:
         )
 
 
-ROW_BLOCK = 8  # rows per block: the block's ~10 temporaries (8 x D floats) stay in cache
+class _FusedKernel:
+    """A dense kernel run through ``torch.compile``, or eagerly where compiling is off
+    (``FACTVAE_COMPILE=0``) or fails (no C compiler, unsupported device); same results."""
+
+    def __init__(self, function: Callable) -> None:
+        self.eager = function
+        self.compiled: Callable | None = None
+        self.failed = os.environ.get("FACTVAE_COMPILE", "1") == "0"
+
+    def __call__(self, *args):
+        if self.failed:
+            return self.eager(*args)
+        if self.compiled is None:
+            self.compiled = torch.compile(self.eager, dynamic=True)
+        try:
+            return self.compiled(*args)
+        except Exception as err:  # compiler missing or unsupported: the eager path is exact
+            self.failed = True
+            warnings.warn(
+                f"factvae: torch.compile is unavailable here ({type(err).__name__}); training "
+                "runs eagerly, 2-3x slower. Set FACTVAE_COMPILE=0 to skip this attempt.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return self.eager(*args)
 
 
-def _block_terms(mean_logits, disp_logits, pi_logit, log_library, lse_mean, lse_disp):
-    """The dense quantities of one block of rows (recomputed in backward, never stored)."""
-    share = torch.exp(mean_logits - lse_mean[:, None])
-    mu = share * torch.exp(log_library)[:, None]
-    t = torch.exp(disp_logits - lse_disp[:, None])  # softmax; theta = exp(t), log theta = t
+def _zero_case(mean_logits, disp_logits, pi_logit, log_library):
+    """Every entry's log p(0), summed per cell, and its gradients: wrt t = softmax(z Disp),
+    wrt mu times mu, and wrt the dropout logit. Features x cells, like all blocks here."""
+    lse_mean = torch.logsumexp(mean_logits, dim=0, keepdim=True)
+    lse_disp = torch.logsumexp(disp_logits, dim=0, keepdim=True)
+    share = torch.exp(mean_logits - lse_mean)
+    mu = share * torch.exp(log_library)[None, :]
+    t = torch.exp(disp_logits - lse_disp)  # theta = exp(t), so log theta = t
     theta = torch.exp(t)
     theta_mu = theta + mu
     log_theta_mu = torch.log(theta_mu)
     nb_zero = theta * (t - log_theta_mu)  # log NB(0)
-    a = None if pi_logit is None else nb_zero - pi_logit
-    return share, mu, t, theta, theta_mu, log_theta_mu, nb_zero, a
+    if pi_logit is None:
+        zero_ll, gate, grad_pi = nb_zero, 1.0, None
+    else:
+        a = nb_zero - pi_logit
+        zero_ll = F.softplus(a) - F.softplus(-pi_logit)
+        gate = torch.sigmoid(a)  # d log p(0) / d log NB(0)
+        grad_pi = torch.sigmoid(-pi_logit) - gate
+    # d log NB(0)/d theta = t - log(theta+mu) + mu/(theta+mu), times theta for theta = e^t
+    grad_t = gate * (t - log_theta_mu + mu / theta_mu) * theta
+    grad_mu_mu = -gate * theta * mu / theta_mu  # d log NB(0)/d mu = -theta/(theta+mu)
+    return (
+        zero_ll.sum(dim=0), grad_t, grad_mu_mu, grad_pi, t, share,
+        lse_mean.squeeze(0), lse_disp.squeeze(0),
+    )  # fmt: skip
 
 
-def _nonzero_terms(x, mu, theta, log_theta_mu, a, flat, log_mu):
-    """log p(x) - log p(0) at the block's non-zero entries."""
-    theta_nz = theta.view(-1)[flat]
+def _softmax_backward(grad_cells, grad_t, grad_mu_mu, t, share):
+    """Chain the per-entry gradients back through the two softmaxes to the logits."""
+    grad_disp = grad_cells[None, :] * t * (grad_t - (grad_t * t).sum(dim=0, keepdim=True))
+    grad_mean = grad_cells[None, :] * (grad_mu_mu - share * grad_mu_mu.sum(dim=0, keepdim=True))
+    return grad_mean, grad_disp
+
+
+_ZERO_CASE = _FusedKernel(_zero_case)
+_SOFTMAX_BACKWARD = _FusedKernel(_softmax_backward)
+
+
+def _nonzero_correction(mean_logits, disp_logits, pi_logit, log_library, lse_mean, lse_disp,
+                        cells, flat, x, grad_t, grad_mu_mu, grad_pi):  # fmt: skip
+    """log p(x) - log p(0) at the non-zero entries; adds its gradients in place."""
+    log_mu = mean_logits.reshape(-1)[flat] - lse_mean[cells] + log_library[cells]
+    mu = torch.exp(log_mu)
+    t = torch.exp(disp_logits.reshape(-1)[flat] - lse_disp[cells])
+    theta = torch.exp(t)
+    theta_mu = theta + mu
+    log_theta_mu = torch.log(theta_mu)
     delta = (
-        x * (log_mu - log_theta_mu.view(-1)[flat])
-        + torch.lgamma(x + theta_nz)
-        - torch.lgamma(theta_nz)
+        x * (log_mu - log_theta_mu)
+        + torch.lgamma(x + theta)
+        - torch.lgamma(theta)
         - torch.lgamma(x + 1)
     )
-    if a is not None:
+    # gradients of x log mu - x log(theta+mu) + lgamma(x+theta) - lgamma(theta)
+    nz_mu_mu = x - x * mu / theta_mu
+    nz_theta = -x / theta_mu + torch.digamma(x + theta) - torch.digamma(theta)
+    if pi_logit is not None:
         # log(1 - pi) + log NB(0) - log p(0) = -softplus(pi - log NB(0))
-        delta = delta - F.softplus(-a.view(-1)[flat])
+        a = theta * (t - log_theta_mu) - pi_logit.reshape(-1)[flat]
+        delta = delta - F.softplus(-a)
+        gate = torch.sigmoid(-a)
+        nz_mu_mu = nz_mu_mu - gate * theta * mu / theta_mu
+        nz_theta = nz_theta + gate * (t - log_theta_mu + mu / theta_mu)
+        grad_pi.view(-1).index_add_(0, flat, -gate)
+    grad_t.view(-1).index_add_(0, flat, nz_theta * theta)
+    grad_mu_mu.view(-1).index_add_(0, flat, nz_mu_mu)
     return delta
-
-
-def _row_blocks(rows, cols, n, width, bounds):
-    """Per block of ROW_BLOCK cells: its rows, its non-zeros, their rows within the block and
-    their flat index in the block (the non-zeros are sorted by row)."""
-    for block, r0 in enumerate(range(0, n, ROW_BLOCK)):
-        part = slice(r0, min(r0 + ROW_BLOCK, n))
-        nonzero = slice(bounds[block], bounds[block + 1])
-        local_rows = rows[nonzero] - r0
-        yield part, nonzero, local_rows, local_rows * width + cols[nonzero]
 
 
 class _FactorisedLogLik(torch.autograd.Function):
     """Per-cell log-likelihood of the counts from the decoder's three logit blocks.
 
-    Works through blocks of ``ROW_BLOCK`` cells so the dense temporaries stay in cache, and
-    recomputes them in backward instead of storing a dozen batch x features arrays.
-    Expects the non-zero entries sorted by row (CSR order).
+    The blocks are features x cells: the products ``F.T @ z.T`` that make them, and the two
+    that backpropagate through them, run about 1.4x faster on CPU in that orientation than
+    as ``z @ F``. Forward computes the gradients with the values (one pass instead of a
+    recomputation), keeping four or five such blocks until backward scales them.
     """
 
     @staticmethod
-    def forward(ctx, mean_logits, disp_logits, pi_logit, log_library, rows, cols, x):  # type: ignore[override]
-        n, width = mean_logits.shape
-        lse_mean = torch.logsumexp(mean_logits, dim=1)
-        lse_disp = torch.logsumexp(disp_logits, dim=1)
-        bounds = torch.searchsorted(
-            rows, torch.arange(0, n + ROW_BLOCK, ROW_BLOCK, device=rows.device).clamp_(max=n)
-        ).tolist()
-        total = torch.empty(n, dtype=mean_logits.dtype, device=mean_logits.device)
-        for part, nonzero, local_rows, flat in _row_blocks(rows, cols, n, width, bounds):
-            pi_block = None if pi_logit is None else pi_logit[part]
-            _, mu, _, theta, _, log_theta_mu, nb_zero, a = _block_terms(
-                mean_logits[part], disp_logits[part], pi_block, log_library[part],
-                lse_mean[part], lse_disp[part],
-            )  # fmt: skip
-            zero_ll = nb_zero if a is None else F.softplus(a) - F.softplus(-pi_block)
-            log_mu = (
-                mean_logits[part].reshape(-1)[flat]
-                - lse_mean[rows[nonzero]]
-                + log_library[rows[nonzero]]
-            )
-            delta = _nonzero_terms(x[nonzero], mu, theta, log_theta_mu, a, flat, log_mu)
-            total[part] = zero_ll.sum(dim=1).index_add(0, local_rows, delta)
-        ctx.bounds = bounds
-        ctx.save_for_backward(
-            mean_logits, disp_logits, pi_logit, log_library, lse_mean, lse_disp, rows, cols, x
+    def forward(ctx, mean_logits, disp_logits, pi_logit, log_library, cells, features, x):  # type: ignore[override]
+        zero_sum, grad_t, grad_mu_mu, grad_pi, t, share, lse_mean, lse_disp = _ZERO_CASE(
+            mean_logits, disp_logits, pi_logit, log_library
         )
-        return total
+        flat = features * mean_logits.shape[1] + cells
+        delta = _nonzero_correction(
+            mean_logits, disp_logits, pi_logit, log_library, lse_mean, lse_disp,
+            cells, flat, x, grad_t, grad_mu_mu, grad_pi,
+        )  # fmt: skip
+        ctx.save_for_backward(grad_t, grad_mu_mu, grad_pi, t, share)
+        return zero_sum.index_add(0, cells, delta)
 
     @staticmethod
-    def backward(ctx, grad_total):  # type: ignore[override]
-        mean_logits, disp_logits, pi_logit, log_library, lse_mean, lse_disp, rows, cols, x = (
-            ctx.saved_tensors
-        )
-        n, width = mean_logits.shape
-        grad_mean = torch.empty_like(mean_logits)
-        grad_disp = torch.empty_like(disp_logits)
-        grad_pi = None if pi_logit is None else torch.empty_like(pi_logit)
-        for part, nonzero, _, flat in _row_blocks(rows, cols, n, width, ctx.bounds):
-            pi_block = None if pi_logit is None else pi_logit[part]
-            share, mu, t, theta, theta_mu, log_theta_mu, _, a = _block_terms(
-                mean_logits[part], disp_logits[part], pi_block, log_library[part],
-                lse_mean[part], lse_disp[part],
-            )  # fmt: skip
-            xb = x[nonzero]
-            g = grad_total[part, None]
-            g_nz = grad_total[rows[nonzero]]
-            mu_nz, theta_nz = mu.view(-1)[flat], theta.view(-1)[flat]
-            t_nz, log_theta_mu_nz = t.view(-1)[flat], log_theta_mu.view(-1)[flat]
-            tm_nz = theta_nz + mu_nz
-            # zero case, every entry: d log NB(0)/d theta = t - log(theta+mu) + mu/(theta+mu),
-            # d log NB(0)/d mu = -theta/(theta+mu); log p(0) moves with log NB(0) via `gate`.
-            if a is None:
-                grad_nb = g.expand_as(theta)
-            else:
-                gate = torch.sigmoid(a)
-                grad_pi[part] = (torch.sigmoid(-pi_block) - gate) * g
-                grad_nb = gate * g
-            grad_t = grad_nb * (t - log_theta_mu + mu / theta_mu) * theta  # via theta = e^t
-            grad_mu_mu = -grad_nb * theta / theta_mu * mu  # wrt mu, times mu (softmax chain)
-            # non-zero correction: x log mu - x log(theta+mu) + lgamma(x+theta) - lgamma(theta)
-            nz_mu_mu = xb - xb * mu_nz / tm_nz
-            nz_theta = -xb / tm_nz + torch.digamma(xb + theta_nz) - torch.digamma(theta_nz)
-            if a is not None:
-                # -softplus(pi - log NB(0)) moves with log NB(0) through sigmoid(pi - log NB(0))
-                gate_nz = torch.sigmoid(-a.view(-1)[flat])
-                nz_mu_mu = nz_mu_mu - gate_nz * theta_nz * mu_nz / tm_nz
-                nz_theta = nz_theta + gate_nz * (t_nz - log_theta_mu_nz + mu_nz / tm_nz)
-                grad_pi[part].view(-1).index_add_(0, flat, -gate_nz * g_nz)
-            grad_t.view(-1).index_add_(0, flat, nz_theta * theta_nz * g_nz)
-            grad_mu_mu.view(-1).index_add_(0, flat, nz_mu_mu * g_nz)
-            # back through the two softmaxes
-            grad_disp[part] = t * (grad_t - (grad_t * t).sum(dim=1, keepdim=True))
-            grad_mean[part] = grad_mu_mu - share * grad_mu_mu.sum(dim=1, keepdim=True)
+    def backward(ctx, grad_cells):  # type: ignore[override]
+        grad_t, grad_mu_mu, grad_pi, t, share = ctx.saved_tensors
+        grad_mean, grad_disp = _SOFTMAX_BACKWARD(grad_cells, grad_t, grad_mu_mu, t, share)
+        if grad_pi is not None:
+            grad_pi = grad_pi * grad_cells[None, :]
         return grad_mean, grad_disp, grad_pi, None, None, None, None
 
 
@@ -175,10 +182,11 @@ def factorised_nll(
 ) -> torch.Tensor:
     """Negative log-likelihood per cell (summed over features) of a ZINB, or an NB when
     ``dropout_factor`` is None, with the parameters of Eq. 7."""
-    pi_logit = z @ dropout_factor if dropout_factor is not None else None
+    cells = z.T
+    pi_logit = dropout_factor.T @ cells if dropout_factor is not None else None
     return -_FactorisedLogLik.apply(
-        z @ mean_factor,
-        z @ disp_factor,
+        mean_factor.T @ cells,
+        disp_factor.T @ cells,
         pi_logit,
         log_library,
         counts.rows,

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .allocator import reuse_freed_memory
 from .distributed import ProcessGroup
 from .errors import FactVAEInputError, TrainingDivergedError
 from .likelihoods import SparseCounts
@@ -270,21 +271,22 @@ class Trainer:
             rng = checkpoint.restore(self, rng)
         epochs = range(self.epoch, max_epochs)
         bar = _progress_bar(epochs, progress and self.group.rank == 0, self.device)
-        for _ in bar:
-            record = self.run_epoch(data, batch_size, rng)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(
-                    rna=f"{record['rna_nll']:.1f}",
-                    atac=f"{record['atac_nll']:.1f}",
-                    reg=f"{record['regulatory']:.3f}",
-                    ssa=f"{record['ssa']:.3f}",
-                )
-            if (
-                checkpoint is not None
-                and self.group.rank == 0
-                and checkpoint.due(self.epoch, max_epochs)
-            ):
-                checkpoint.save(self, rng)
+        with reuse_freed_memory():
+            for _ in bar:
+                record = self.run_epoch(data, batch_size, rng)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(
+                        rna=f"{record['rna_nll']:.1f}",
+                        atac=f"{record['atac_nll']:.1f}",
+                        reg=f"{record['regulatory']:.3f}",
+                        ssa=f"{record['ssa']:.3f}",
+                    )
+                if (
+                    checkpoint is not None
+                    and self.group.rank == 0
+                    and checkpoint.due(self.epoch, max_epochs)
+                ):
+                    checkpoint.save(self, rng)
 
     def state(self, rng: np.random.Generator) -> dict:
         """Everything needed to continue training exactly where it stopped."""

@@ -100,17 +100,29 @@ def test_links_table(trained, sim):
 
 
 def test_links_recover_planted_pairs():
+    """AUROC >= 0.8 against the planted pairs, distal ones included.
+
+    The cosine only ranks distal peaks when the RNA and ATAC latent frames agree, and they are
+    aligned through the prior pairs only when the ATAC likelihood weighs enough against the
+    regulatory term. The authors' atac_recon_weight (0.002, set for 27k peaks) leaves them
+    rotated on this 4,000-peak set: AUROC 0.75-0.77, distal pairs at chance. At 0.2: 0.81-0.86
+    over simulation seeds 1-4 (distal 0.65-0.73).
+    """
     sim = factvae.simulate(n_cells=600, n_genes=400, n_peaks=4000, seed=4)
-    model = factvae.FactVAE(sim.rna, sim.atac, gene_annotation=sim.genes, **SMALL_SETTINGS)
-    model.fit(max_epochs=60, batch_size=128, progress=False)
+    model = factvae.FactVAE(
+        sim.rna, sim.atac, gene_annotation=sim.genes, **SMALL_SETTINGS, atac_recon_weight=0.2
+    )
+    model.fit(max_epochs=150, batch_size=128, progress=False)
     links = model.infer_links(n_background=20_000)
     truth = set(zip(sim.links["gene"], sim.links["peak"]))
-    labels = [(g, p) in truth for g, p in zip(links["gene"], links["peak"])]
-    assert sum(labels) > 50
-    # Measured 0.75-0.77 (20-200 epochs): planted pairs inside the prior score near 1, distal
-    # planted pairs near chance (the RNA and ATAC latent coordinates stay rotated relative to
-    # each other). The issue's 0.8 is not met yet; this guards what the paper's score gives.
-    assert roc_auc_score(labels, links["score"]) >= 0.7
+    labels = np.array([(g, p) in truth for g, p in zip(links["gene"], links["peak"])])
+    in_prior = model.g2p.matrix[
+        model.genes.get_indexer(links["gene"]), model.peaks.get_indexer(links["peak"])
+    ].A1.astype(bool)
+    assert labels.sum() > 50 and (labels & ~in_prior).sum() > 50
+    assert roc_auc_score(labels, links["score"]) >= 0.8
+    distal = ~in_prior
+    assert roc_auc_score(labels[distal], links["score"][distal]) >= 0.6
 
 
 def test_save_load_round_trip(trained, tmp_path):
