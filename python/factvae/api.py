@@ -19,9 +19,9 @@ from .distributed import init_from_environment
 from .errors import FactVAEInputError
 from .genomics import AnnotationLike, harmonise_chromosomes, peak_ranges, read_gene_annotation
 from .inputs import (
+    ModalityCounts,
     check_not_empty,
     check_unique,
-    detected_cells,
     match_cells,
     raw_counts,
     reduction,
@@ -38,6 +38,7 @@ from .preprocessing import (
     rna_pca,
 )
 from .prior import GeneToPeak, coerce_g2p, gene_to_peak
+from .rowsource import InMemoryRows
 from .settings import ModelSettings
 from .streaming import write_h5ad_chunks
 from .training import Trainer, TrainingData, seed_everything, select_device
@@ -49,7 +50,9 @@ class FactVAE:
     """FactVAE on paired single-cell RNA + ATAC counts (Wang et al.; paper Eq. 1-14).
 
     ``rna`` and ``atac`` are AnnData with the same cells (matched by name) and raw counts in
-    ``layers['counts']`` or ``.X``. The gene-to-peak prior comes from ``gene_annotation``
+    ``layers['counts']`` or ``.X``; AnnData opened with ``anndata.read_h5ad(path, backed="r")``
+    (CSR ``.X``) is read from disk a block of cells at a time, never loaded whole, and must stay
+    open until ``fit`` is done. The gene-to-peak prior comes from ``gene_annotation``
     (frame or BED/GTF path) or a ready ``g2p``. Settings default to the authors' values; see
     :class:`factvae.settings.ModelSettings` for each.
     """
@@ -70,7 +73,8 @@ class FactVAE:
         rna_counts = raw_counts(rna, "rna")
         atac_counts = raw_counts(atac, "atac")
         if not np.array_equal(atac_rows, np.arange(len(atac_rows))):
-            atac_counts = atac_counts[atac_rows]  # the only copy, and only when out of order
+            # in memory the only copy, and only when out of order; backed, a row index
+            atac_counts = atac_counts.permute_rows(atac_rows)
         all_genes = pd.Index(rna.var_names.astype(str))
         all_peaks = pd.Index(atac.var_names.astype(str))
         check_unique(all_genes, "rna feature (gene)")
@@ -91,17 +95,15 @@ class FactVAE:
         self.g2p = self._prior(g2p, all_genes, all_peaks)
 
         s = self.settings
+        hvg_counts = rna_counts.counts.select_columns(gene_index).to_memory()  # cells x HVGs
         if rna_rep is None:
             rna_input, pca = rna_pca(
-                rna_counts[:, gene_index],
-                np.asarray(rna_counts.sum(axis=1)).ravel(),
-                s.n_components,
-                s.preprocess_seed,
+                hvg_counts, rna_counts.cell_totals, s.n_components, s.preprocess_seed
             )
         else:
             rna_input, pca = reduction(rna_rep, rna, n_cells, np.arange(n_cells), "rna_rep"), None
         if atac_rep is None:
-            atac_input, lsi = atac_lsi(atac_counts, s.n_components, s.preprocess_seed)
+            atac_input, lsi = atac_lsi(atac_counts.counts, s.n_components, s.preprocess_seed)
         else:
             atac_input = reduction(atac_rep, atac, n_cells, atac_rows, "atac_rep")
             lsi = None
@@ -112,10 +114,10 @@ class FactVAE:
         self._data: TrainingData | None = TrainingData(
             rna_input,
             atac_input,
-            sp.csr_matrix(rna_counts[:, gene_index]),
-            atac_counts,
-            log_library_size(rna_counts),
-            log_library_size(atac_counts),
+            InMemoryRows(hvg_counts),
+            atac_counts.counts,
+            log_library_size(rna_counts.cell_totals),
+            log_library_size(atac_counts.cell_totals),
         )
         self._rna_rep, self._atac_rep = rna_input, atac_input
         self._rna_log_library = self._data.rna_log_library
@@ -144,10 +146,10 @@ class FactVAE:
         genes = read_gene_annotation(gene_annotation)
         return harmonise_chromosomes(genes, self.peak_coords)
 
-    def _select_genes(self, counts: sp.csr_matrix, genes: pd.Index) -> np.ndarray:
+    def _select_genes(self, rna: ModalityCounts, genes: pd.Index) -> np.ndarray:
         """Genes seen in >= min_cells cells (and annotated, when annotated), then the HVGs."""
         s = self.settings
-        eligible = detected_cells(counts) >= s.min_cells
+        eligible = rna.detected >= s.min_cells
         if self.gene_coords_all is not None:
             annotated = genes.isin(self.gene_coords_all.index)
             if not annotated.any():
@@ -164,7 +166,7 @@ class FactVAE:
                 + (" and annotated" if self.gene_coords_all is not None else "")
                 + "; lower min_cells= or check the rna counts."
             )
-        chosen = highly_variable_genes(counts[:, candidates], s.n_hvg)
+        chosen = highly_variable_genes(rna.counts.select_columns(candidates), s.n_hvg)
         return candidates[chosen]
 
     def _prior(self, g2p: Any, all_genes: pd.Index, all_peaks: pd.Index) -> GeneToPeak:

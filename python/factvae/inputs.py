@@ -9,20 +9,37 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from .errors import FactVAEInputError
 from .preprocessing import ENTRY_BLOCK
+from .rowsource import H5CSR, BackedRows, InMemoryRows, RowSource
 
 
 @dataclass
 class ModalityCounts:
-    """One modality's raw counts (cells x features, CSR float32) with names."""
+    """One modality's raw counts with each cell's total and each feature's detection count.
 
-    counts: sp.csr_matrix
-    features: pd.Index
+    Both come from the one validating pass of :func:`raw_counts`, so later steps need no
+    extra pass over (possibly on-disk) counts.
+    """
+
+    counts: RowSource
+    cell_totals: np.ndarray
+    detected: np.ndarray
+
+    def permute_rows(self, order: np.ndarray) -> ModalityCounts:
+        return ModalityCounts(
+            self.counts.permute_rows(order), self.cell_totals[order], self.detected
+        )
+
+    def select_columns(self, columns: np.ndarray) -> ModalityCounts:
+        return ModalityCounts(
+            self.counts.select_columns(columns), self.cell_totals, self.detected[columns]
+        )
 
 
 def _check_anndata(adata: object, name: str) -> None:
@@ -32,29 +49,77 @@ def _check_anndata(adata: object, name: str) -> None:
         )
 
 
-def raw_counts(adata: object, name: str) -> sp.csr_matrix:
-    """Raw counts from ``layers['counts']`` when present, else ``.X``, as CSR float32."""
+def raw_counts(adata: object, name: str) -> ModalityCounts:
+    """Raw counts from ``layers['counts']`` when present, else ``.X``, validated a block at a time.
+
+    A backed ``.X`` stored as CSR stays on disk and is read in row blocks; anything else is
+    held in memory as CSR float32.
+    """
     _check_anndata(adata, name)
     layers = getattr(adata, "layers", {})
-    source = layers["counts"] if "counts" in layers else adata.X
-    where = "layers['counts']" if "counts" in layers else ".X"
+    in_layers = "counts" in layers
+    source = layers["counts"] if in_layers else adata.X
+    where = f"{name}.layers['counts']" if in_layers else f"{name}.X"
     if source is None:
-        raise FactVAEInputError(f"{name}{where} is empty; put the raw counts in {name}.X.")
-    if getattr(adata, "isbacked", False) and source is adata.X:
-        source = source[:]  # backed mode: this reads the matrix once, still sparse
+        raise FactVAEInputError(f"{where} is empty; put the raw counts in {name}.X.")
+    if getattr(adata, "isbacked", False) and in_layers:
+        warnings.warn(
+            f"{name} is opened backed, but its counts come from {where}, which anndata holds in "
+            "memory; store the raw counts in .X to train without loading them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    counts = _row_source(source, where)
+    totals = np.empty(counts.shape[0])
+    detected = np.zeros(counts.shape[1], dtype=np.int64)
+    whole = True
+    for positions, block in counts.chunks():
+        whole = _check_count_values(block.data, where) and whole
+        totals[positions] = np.asarray(block.sum(axis=1)).ravel()
+        detected += detected_cells(block)
+    if not whole:
+        warnings.warn(
+            f"{where} holds non-integer values; FactVAE models raw counts and will use them as "
+            "given. If these are normalised data, pass the raw counts instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return ModalityCounts(counts, totals, detected)
+
+
+def _row_source(source: object, where: str) -> RowSource:
+    """Backed CSR stays on disk; other backed storage is read whole; in-memory data as CSR."""
+    group = getattr(source, "group", None)
+    if isinstance(group, h5py.Group) and _read_attr(group, "encoding-type") == "csr_matrix":
+        return BackedRows(H5CSR(group, where))
+    if group is not None or isinstance(source, h5py.Dataset):
+        warnings.warn(
+            f"{where} is stored on disk as a dense or CSC matrix, which cannot be read a block "
+            "of cells at a time, so it is loaded into memory. To train out of core, store it as "
+            "CSR: adata = anndata.read_h5ad(path); adata.X = scipy.sparse.csr_matrix(adata.X); "
+            "adata.write_h5ad(path).",
+            UserWarning,
+            stacklevel=4,
+        )
+        source = source[:]
     if sp.issparse(source):
-        matrix = sp.csr_matrix(source, dtype=np.float32)
-    else:
-        values = np.asarray(source)
-        if values.ndim != 2 or not np.issubdtype(values.dtype, np.number):
-            raise FactVAEInputError(f"{name}{where} must be a numeric 2-D matrix of counts.")
-        matrix = sp.csr_matrix(values.astype(np.float32, copy=False))
-    _check_count_values(matrix.data, f"{name}{where}")
-    return matrix
+        return InMemoryRows(sp.csr_matrix(source, dtype=np.float32))
+    values = np.asarray(source)
+    if values.ndim != 2 or not np.issubdtype(values.dtype, np.number):
+        raise FactVAEInputError(f"{where} must be a numeric 2-D matrix of counts.")
+    return InMemoryRows(sp.csr_matrix(values.astype(np.float32, copy=False)))
 
 
-def _check_count_values(values: np.ndarray, where: str) -> None:
-    """Finite, non-negative, whole numbers; checked in blocks so no nnz-sized copy is made."""
+def _read_attr(group: h5py.Group, key: str) -> str:
+    value = group.attrs.get(key, "")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _check_count_values(values: np.ndarray, where: str) -> bool:
+    """Finite and non-negative, else an error; returns whether all are whole numbers.
+
+    Checked in blocks so no nnz-sized temporary is made.
+    """
     whole = True
     for start in range(0, len(values), ENTRY_BLOCK):
         block = values[start : start + ENTRY_BLOCK]
@@ -69,13 +134,7 @@ def _check_count_values(values: np.ndarray, where: str) -> None:
                 "scaled data (use the counts layer)."
             )
         whole = whole and bool(np.all(block == np.round(block)))
-    if not whole:
-        warnings.warn(
-            f"{where} holds non-integer values; FactVAE models raw counts and will use them as "
-            "given. If these are normalised data, pass the raw counts instead.",
-            UserWarning,
-            stacklevel=4,
-        )
+    return whole
 
 
 def detected_cells(counts: sp.csr_matrix) -> np.ndarray:
@@ -124,21 +183,21 @@ def match_cells(rna: object, atac: object) -> tuple[pd.Index, np.ndarray]:
 
 
 def check_not_empty(
-    counts: sp.csr_matrix, cells: pd.Index, features: pd.Index, what: str
-) -> tuple[sp.csr_matrix, pd.Index]:
+    counts: ModalityCounts, cells: pd.Index, features: pd.Index, what: str
+) -> tuple[ModalityCounts, pd.Index]:
     """Reject cells with no counts (their size factor is log 0); drop all-zero features.
 
     All-zero features carry no information and are common in unfiltered data, so they are
-    dropped with a warning rather than refused.
+    dropped with a warning rather than refused. Dropping keeps a column index, not a copy.
     """
-    cell_totals = np.asarray(counts.sum(axis=1)).ravel()
+    cell_totals = counts.cell_totals
     if (cell_totals == 0).any():
         example = cells[cell_totals == 0][:3].tolist()
         raise FactVAEInputError(
             f"{int((cell_totals == 0).sum())} cells have no {what} counts (for example "
             f"{example}); remove them before fitting (their library size is zero)."
         )
-    detected = detected_cells(counts)
+    detected = counts.detected
     if (detected == 0).any():
         warnings.warn(
             f"{int((detected == 0).sum())} {what} features have no counts in any cell (for "
@@ -147,7 +206,7 @@ def check_not_empty(
             stacklevel=3,
         )
         keep = np.nonzero(detected > 0)[0]
-        return counts[:, keep], features[keep]
+        return counts.select_columns(keep), features[keep]
     return counts, features
 
 

@@ -3,44 +3,49 @@
 RNA: seurat_v3 HVGs on counts, then PCA of log-normalised, scaled HVG expression.
 ATAC: TF-IDF, log1p of the scaled frequencies, truncated SVD, each cell's vector standardised.
 The scaling and centring are applied implicitly inside the SVD, so no dense cells x genes copy
-is ever made.
+is ever made; statistics and products run over row blocks (:mod:`factvae.rowsource`), so
+counts on disk are read a block at a time and never loaded whole.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from .errors import FactVAEInputError
+from .rowsource import InMemoryRows, RowSource
 
 
-def highly_variable_genes(counts: sp.csr_matrix, n_top: int) -> np.ndarray:
+def highly_variable_genes(counts: RowSource, n_top: int) -> np.ndarray:
     """Indices of the ``n_top`` most variable genes by the seurat_v3 rule (Stuart et al. 2019).
 
     A loess fit of log variance against log mean gives each gene an expected sd; counts are
     clipped at mean + sd * sqrt(N) and the variance of the standardised values ranks genes.
+    Two passes over row blocks: one for the moments, one for the clipped moments.
     """
     from skmisc.loess import loess
 
     n_cells, n_genes = counts.shape
     if n_top >= n_genes:
         return np.arange(n_genes)
-    mean = np.asarray(counts.mean(axis=0)).ravel()
-    mean_sq = np.asarray(counts.multiply(counts).mean(axis=0)).ravel()
-    var = (mean_sq - mean**2) * n_cells / (n_cells - 1)
+    sums, squares = column_sums(counts, _stored, _squared)
+    mean = sums / n_cells
+    var = (squares / n_cells - mean**2) * n_cells / (n_cells - 1)
     variable = var > 0
     fit = loess(np.log10(mean[variable]), np.log10(var[variable]), span=0.3, degree=2)
     fit.fit()
     expected_sd = np.zeros(n_genes)
     expected_sd[variable] = np.sqrt(10**fit.outputs.fitted_values)
     clip = mean + expected_sd * np.sqrt(n_cells)
-    csc = counts.tocsc()
-    clipped = np.minimum(csc.data, np.repeat(clip, np.diff(csc.indptr)))
-    column = np.repeat(np.arange(n_genes), np.diff(csc.indptr))
-    sums = np.bincount(column, weights=clipped, minlength=n_genes)
-    squares = np.bincount(column, weights=clipped**2, minlength=n_genes)
+
+    def clipped(block: sp.csr_matrix) -> np.ndarray:
+        return np.minimum(block.data, clip[block.indices])
+
+    sums, squares = column_sums(counts, clipped, lambda block: clipped(block) ** 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         norm_var = (n_cells * mean**2 + squares - 2 * sums * mean) / (
             (n_cells - 1) * expected_sd**2
@@ -50,8 +55,30 @@ def highly_variable_genes(counts: sp.csr_matrix, n_top: int) -> np.ndarray:
     return np.sort(order[:n_top])
 
 
+def column_sums(
+    counts: RowSource, *values: Callable[[sp.csr_matrix], np.ndarray]
+) -> list[np.ndarray]:
+    """Per column, the float64 sum of each ``values(block)`` (one value per stored entry).
+
+    One pass over row blocks; stored entries are summed, the zeros add nothing.
+    """
+    totals = [np.zeros(counts.shape[1]) for _ in values]
+    for _, block in counts.chunks():
+        for total, value in zip(totals, values):
+            total += np.bincount(block.indices, weights=value(block), minlength=counts.shape[1])
+    return totals
+
+
+def _stored(block: sp.csr_matrix) -> np.ndarray:
+    return block.data
+
+
+def _squared(block: sp.csr_matrix) -> np.ndarray:
+    return np.square(block.data, dtype=np.float64)
+
+
 def randomized_svd(
-    matrix: sp.spmatrix,
+    matrix: RowSource,
     n_components: int,
     seed: int,
     center: np.ndarray | None = None,
@@ -60,7 +87,8 @@ def randomized_svd(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Truncated SVD of ``(matrix - center) / scale`` (per column) with sparse products only.
 
-    Halko et al. (2011) with power iterations; the centred, scaled matrix is never formed.
+    Halko et al. (2011) with power iterations; the centred, scaled matrix is never formed, and
+    each product runs over the row source's blocks, so on-disk counts are never loaded whole.
     """
     n_rows, n_cols = matrix.shape
     k = min(n_components, n_rows - 1, n_cols - 1)
@@ -73,10 +101,10 @@ def randomized_svd(
     shift = np.zeros(n_cols) if center is None else center * inv_scale
 
     def right(block: np.ndarray) -> np.ndarray:  # A @ block
-        return matrix @ (block * inv_scale[:, None]) - np.outer(np.ones(n_rows), shift @ block)
+        return matrix.dot(block * inv_scale[:, None]) - np.outer(np.ones(n_rows), shift @ block)
 
     def left(block: np.ndarray) -> np.ndarray:  # A.T @ block
-        return (matrix.T @ block) * inv_scale[:, None] - np.outer(shift, block.sum(axis=0))
+        return matrix.tdot(block) * inv_scale[:, None] - np.outer(shift, block.sum(axis=0))
 
     rng = np.random.default_rng(seed)
     oversampled = min(k + 10, min(n_rows, n_cols))
@@ -128,7 +156,9 @@ def rna_pca(
     n = logged.shape[0]
     std = np.sqrt(np.maximum(mean_sq - mean**2, 0) * n / max(n - 1, 1))
     std[std == 0] = 1.0
-    u, singular, vt = randomized_svd(logged, n_components, seed, center=mean, scale=std)
+    u, singular, vt = randomized_svd(
+        InMemoryRows(logged), n_components, seed, center=mean, scale=std
+    )
     return (u * singular).astype(np.float32), PCAProjection(target_sum, mean, std, vt)
 
 
@@ -172,13 +202,19 @@ def scale_rows(matrix: sp.csr_matrix, factors: np.ndarray) -> None:
 
 
 def atac_lsi(
-    counts: sp.csr_matrix, n_components: int, seed: int
+    counts: RowSource | sp.spmatrix, n_components: int, seed: int
 ) -> tuple[np.ndarray, LSIProjection]:
-    """LSI as scGLUE does it: TF-IDF, log1p(1e4 * l1 share), truncated SVD, cell-wise z-score."""
-    peak_totals = np.asarray(counts.sum(axis=0)).ravel()
+    """LSI as scGLUE does it: TF-IDF, log1p(1e4 * l1 share), truncated SVD, cell-wise z-score.
+
+    Counts in memory get one TF-IDF copy; on-disk counts get TF-IDF per block in each product.
+    """
+    if sp.issparse(counts):
+        counts = InMemoryRows(sp.csr_matrix(counts))
+    (peak_totals,) = column_sums(counts, _stored)
     peak_totals[peak_totals == 0] = 1
     idf = counts.shape[0] / peak_totals
-    u, singular, vt = randomized_svd(tfidf_log(counts, idf), n_components, seed, n_iter=15)
+    tfidf = counts.map(functools.partial(tfidf_log, idf=idf))
+    u, singular, vt = randomized_svd(tfidf, n_components, seed, n_iter=15)
     return standardise_rows(u), LSIProjection(idf, vt, singular)
 
 
@@ -190,7 +226,6 @@ def standardise_rows(values: np.ndarray) -> np.ndarray:
     return (centred / sd).astype(np.float32)
 
 
-def log_library_size(counts: sp.spmatrix) -> np.ndarray:
+def log_library_size(totals: np.ndarray) -> np.ndarray:
     """Size factor of Eq. 12: log of each cell's total raw counts over all features."""
-    totals = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
     return np.log(totals).astype(np.float32)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from .allocator import reuse_freed_memory
@@ -16,6 +15,7 @@ from .distributed import ProcessGroup
 from .errors import FactVAEInputError, TrainingDivergedError
 from .likelihoods import SparseCounts
 from .model import FactVAENetwork, gaussian_kl, regulatory_loss, ssa_loss
+from .rowsource import RowSource
 
 if TYPE_CHECKING:
     from .checkpoints import CheckpointPolicy
@@ -43,12 +43,13 @@ class OptimiserSettings:
 
 @dataclass
 class TrainingData:
-    """Everything a minibatch is cut from; counts stay sparse (CSR, cells x features)."""
+    """Everything a minibatch is cut from; counts stay sparse (cells x features row sources:
+    CSR in memory, or a backed file of which only each minibatch's rows are read)."""
 
     rna_rep: np.ndarray
     atac_rep: np.ndarray
-    rna_counts: sp.csr_matrix
-    atac_counts: sp.csr_matrix
+    rna_counts: RowSource
+    atac_counts: RowSource
     rna_log_library: np.ndarray
     atac_log_library: np.ndarray
 
@@ -67,9 +68,9 @@ class Batch:
     atac_log_library: torch.Tensor
 
 
-def sparse_rows(matrix: sp.csr_matrix, index: np.ndarray) -> SparseCounts:
-    """The chosen rows of a CSR matrix as non-zero triplets (never densified)."""
-    block = matrix[index]
+def sparse_rows(matrix: RowSource, index: np.ndarray) -> SparseCounts:
+    """The chosen rows of a count matrix as non-zero triplets (never densified)."""
+    block = matrix.rows(index)
     counts_per_row = np.diff(block.indptr)
     rows = np.repeat(np.arange(len(index)), counts_per_row)
     return SparseCounts(
