@@ -105,6 +105,7 @@ class FitOptions:
     checkpoint_every: int = 10
     resume: bool = False
     quiet: bool = False
+    backed: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> FitOptions:
@@ -217,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FOLDER",
         help="Cell Ranger ARC filtered_feature_bc_matrix folder (or its .h5 file)",
+    )
+    data.add_argument(
+        "--backed",
+        action="store_true",
+        help="keep the .h5ad counts on disk and read them a block of cells at a time, so "
+        "memory does not grow with the number of cells (needs .X stored as CSR)",
     )
     prior = fit.add_argument_group("gene-peak prior (--annotation, --g2p or both)")
     prior.add_argument(
@@ -360,7 +367,7 @@ def run_fit(options: FitOptions) -> FitResult:
     if options.tenx is not None:
         rna, atac = read_10x_multiome(options.tenx)
     else:
-        rna, atac = read_pair(options.rna, options.atac)
+        rna, atac = read_pair(options.rna, options.atac, backed=options.backed)
     say(f"read {rna.n_obs} x {rna.n_vars} RNA and {atac.n_obs} x {atac.n_vars} ATAC")
     g2p = read_g2p(options.g2p, rna.var_names, atac.var_names) if options.g2p else None
     model = FactVAE(
@@ -402,6 +409,12 @@ def _check_options(options: FitOptions) -> None:
     if options.tenx is None and (options.rna is None or options.atac is None):
         raise FactVAEInputError(
             "give the input as --rna RNA.h5ad --atac ATAC.h5ad, or --10x FOLDER."
+        )
+    if options.backed and options.tenx is not None:
+        raise FactVAEInputError(
+            "--backed reads .h5ad inputs from disk; a 10x folder is read into memory. Drop "
+            "--backed, or write the 10x data to rna.h5ad and atac.h5ad (X as CSR) and give "
+            "--rna and --atac."
         )
     if options.annotation is None and options.g2p is None:
         raise FactVAEInputError(

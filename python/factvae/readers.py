@@ -73,10 +73,17 @@ def read_10x_multiome(path: str | Path) -> tuple[anndata.AnnData, anndata.AnnDat
 
 
 def read_pair(
-    rna_path: str | Path, atac_path: str | Path
+    rna_path: str | Path, atac_path: str | Path, backed: bool = False
 ) -> tuple[anndata.AnnData, anndata.AnnData]:
-    """The RNA and ATAC AnnData from two ``.h5ad`` files (cells are matched later, by name)."""
-    return _read_h5ad(Path(rna_path), "RNA"), _read_h5ad(Path(atac_path), "ATAC")
+    """The RNA and ATAC AnnData from two ``.h5ad`` files (cells are matched later, by name).
+
+    With ``backed`` the files are opened read-only and their counts stay on disk, so
+    :class:`factvae.FactVAE` reads them a block of cells at a time.
+    """
+    return (
+        _read_h5ad(Path(rna_path), "RNA", backed),
+        _read_h5ad(Path(atac_path), "ATAC", backed),
+    )
 
 
 def read_g2p(path: str | Path, genes: pd.Index, peaks: pd.Index) -> sp.csr_matrix | pd.DataFrame:
@@ -150,11 +157,11 @@ def make_unique(names: np.ndarray) -> list[str]:
     return unique
 
 
-def _read_h5ad(path: Path, what: str) -> anndata.AnnData:
+def _read_h5ad(path: Path, what: str, backed: bool) -> anndata.AnnData:
     if not path.is_file():
         raise FactVAEInputError(f"{what} file {str(path)!r} does not exist.")
     try:
-        return anndata.read_h5ad(path)
+        return anndata.read_h5ad(path, backed="r" if backed else None)
     except (OSError, KeyError, ValueError) as err:
         raise FactVAEInputError(f"Could not read {what} file {path} as .h5ad: {err}") from err
 

@@ -20,6 +20,7 @@ from factvae import FactVAE
 from factvae.cli import main
 from factvae.errors import FactVAEInputError
 from factvae.readers import read_10x_multiome, read_g2p
+from factvae.rowsource import BackedRows
 from factvae.simulate import SimulatedMultiome, simulate
 from factvae.training import Trainer
 
@@ -163,6 +164,29 @@ def test_fit_with_a_g2p_table_instead_of_an_annotation(
     assert main(["fit", *_pair_args(inputs), *g2p, "--out", str(out), *FAST]) == 0
     assert (out / "embeddings.tsv.gz").is_file() and not (out / "links.tsv.gz").exists()
     assert FactVAE.load(out / "model").g2p.nnz > 0
+
+
+def test_fit_backed_reads_from_disk_and_matches_in_memory(
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _fit(inputs, tmp_path / "memory", "--no-links") == 0
+    minibatch_reads = []
+    read_rows = BackedRows.rows
+    monkeypatch.setattr(
+        BackedRows,
+        "rows",
+        lambda self, index: minibatch_reads.append(index) or read_rows(self, index),
+    )
+    assert _fit(inputs, tmp_path / "backed", "--no-links", "--backed") == 0
+    assert minibatch_reads  # the ATAC minibatches came from the file
+    pd.testing.assert_frame_equal(
+        _embeddings(tmp_path / "backed"), _embeddings(tmp_path / "memory"), rtol=1e-5
+    )
+    tenx = ["fit", "--10x", str(tmp_path), "--annotation", str(inputs["genes.bed"])]
+    _expect_error(capsys, [*tenx, "--backed", "--out", str(tmp_path / "x")], "--backed reads")
 
 
 def test_read_g2p_matrix_and_table(sim: SimulatedMultiome, tmp_path: Path) -> None:
