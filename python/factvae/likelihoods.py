@@ -99,15 +99,17 @@ def _zero_case(mean_logits, disp_logits, pi_logit, log_library):
     )  # fmt: skip
 
 
-def _softmax_backward(grad_cells, grad_t, grad_mu_mu, t, share):
-    """Chain the per-entry gradients back through the two softmaxes to the logits."""
-    grad_disp = grad_cells[None, :] * t * (grad_t - (grad_t * t).sum(dim=0, keepdim=True))
-    grad_mean = grad_cells[None, :] * (grad_mu_mu - share * grad_mu_mu.sum(dim=0, keepdim=True))
-    return grad_mean, grad_disp
+def _logit_gradients(grad_cells, grad_t, grad_mu_mu, grad_pi, t, share):
+    """Scale the per-entry gradients by each cell's incoming gradient and chain them back
+    through the two softmaxes to the logits."""
+    scale = grad_cells[None, :]
+    grad_disp = scale * t * (grad_t - (grad_t * t).sum(dim=0, keepdim=True))
+    grad_mean = scale * (grad_mu_mu - share * grad_mu_mu.sum(dim=0, keepdim=True))
+    return grad_mean, grad_disp, None if grad_pi is None else scale * grad_pi
 
 
 _ZERO_CASE = _FusedKernel(_zero_case)
-_SOFTMAX_BACKWARD = _FusedKernel(_softmax_backward)
+_LOGIT_GRADIENTS = _FusedKernel(_logit_gradients)
 
 
 def _nonzero_correction(mean_logits, disp_logits, pi_logit, log_library, lse_mean, lse_disp,
@@ -166,9 +168,9 @@ class _FactorisedLogLik(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_cells):  # type: ignore[override]
         grad_t, grad_mu_mu, grad_pi, t, share = ctx.saved_tensors
-        grad_mean, grad_disp = _SOFTMAX_BACKWARD(grad_cells, grad_t, grad_mu_mu, t, share)
-        if grad_pi is not None:
-            grad_pi = grad_pi * grad_cells[None, :]
+        grad_mean, grad_disp, grad_pi = _LOGIT_GRADIENTS(
+            grad_cells, grad_t, grad_mu_mu, grad_pi, t, share
+        )
         return grad_mean, grad_disp, grad_pi, None, None, None, None
 
 

@@ -234,13 +234,15 @@ class Trainer:
                 )
 
     def _check_gradients(self, phase: str, parameters: list[torch.nn.Parameter]) -> None:
-        limit = self.optim.grad_clip if self.optim.grad_clip is not None else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm=limit)
+        """Stop on a non-finite gradient; clip to ``grad_clip`` when it is set."""
+        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
         if not math.isfinite(float(norm)):
             raise TrainingDivergedError(
                 f"The gradients of the {phase} step became non-finite at epoch {self.epoch + 1}. "
                 "Lower the learning rate (lr=) or set grad_clip= to clip gradients."
             )
+        if self.optim.grad_clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(parameters, self.optim.grad_clip, norm)
 
     def run_epoch(self, data: TrainingData, batch_size: int, rng: np.random.Generator) -> dict:
         """One pass over this rank's cells (all cells when training alone)."""
