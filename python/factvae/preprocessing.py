@@ -98,13 +98,23 @@ def randomized_svd(
             "matrix; give more cells and features."
         )
     inv_scale = np.ones(n_cols) if scale is None else 1.0 / scale
-    shift = np.zeros(n_cols) if center is None else center * inv_scale
+    shift = None if center is None else center * inv_scale
 
+    # In place, and skipping the centring when there is none: with many features (peaks) each
+    # features x components temporary is tens of MB.
     def right(block: np.ndarray) -> np.ndarray:  # A @ block
-        return matrix.dot(block * inv_scale[:, None]) - np.outer(np.ones(n_rows), shift @ block)
+        product = matrix.dot(block if scale is None else block * inv_scale[:, None])
+        if shift is not None:
+            product -= shift @ block
+        return product
 
     def left(block: np.ndarray) -> np.ndarray:  # A.T @ block
-        return matrix.tdot(block) * inv_scale[:, None] - np.outer(shift, block.sum(axis=0))
+        product = matrix.tdot(block)
+        if scale is not None:
+            product *= inv_scale[:, None]
+        if shift is not None:
+            product -= np.outer(shift, block.sum(axis=0))
+        return product
 
     rng = np.random.default_rng(seed)
     oversampled = min(k + 10, min(n_rows, n_cols))
