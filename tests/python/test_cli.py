@@ -135,11 +135,12 @@ def test_fit_h5ad_writes_outputs_and_the_model_reloads(
     inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    assert _fit(inputs, out, "--augment-threshold", "0.05") == 0
+    assert _fit(inputs, out, "--augment-threshold", "0.05", "--atac-weight", "0.05") == 0
     assert "augmented_atac.h5ad" in capsys.readouterr().out
 
     model = FactVAE.load(out / "model")
     assert len(model.history) == 2
+    assert model.settings.atac_recon_weight == 0.05
     embeddings = _embeddings(out)
     assert embeddings.shape == (160, 16)
     assert list(embeddings.index) == list(model.obs_names)
@@ -294,6 +295,8 @@ def test_bad_inputs_exit_2_with_a_message(
 
     assert main(["fit", *_pair_args(inputs)]) == 2  # argparse: --out is required
     assert "--out" in capsys.readouterr().err
+    assert main(["fit", *_pair_args(inputs), *bed, *out, "--atac-weight", "-1"]) == 2
+    assert "--atac-weight: must be a positive number" in capsys.readouterr().err
 
 
 def test_interrupted_fit_resumes_to_the_uninterrupted_model(
