@@ -174,6 +174,12 @@ class _FactorisedLogLik(torch.autograd.Function):
         return grad_mean, grad_disp, grad_pi, None, None, None, None
 
 
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Products made under bf16 autocast come back in float32: a softmax over 100k features
+    and the likelihood's logs need its precision."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def factorised_nll(
     z: torch.Tensor,
     mean_factor: torch.Tensor,
@@ -185,10 +191,10 @@ def factorised_nll(
     """Negative log-likelihood per cell (summed over features) of a ZINB, or an NB when
     ``dropout_factor`` is None, with the parameters of Eq. 7."""
     cells = z.T
-    pi_logit = dropout_factor.T @ cells if dropout_factor is not None else None
+    pi_logit = _at_least_float32(dropout_factor.T @ cells) if dropout_factor is not None else None
     return -_FactorisedLogLik.apply(
-        mean_factor.T @ cells,
-        disp_factor.T @ cells,
+        _at_least_float32(mean_factor.T @ cells),
+        _at_least_float32(disp_factor.T @ cells),
         pi_logit,
         log_library,
         counts.rows,

@@ -79,3 +79,27 @@ def test_float32_sparse_likelihood_matches_dense_at_realistic_size():
     mu, theta, pi = _decoder_params(z, factors, sf)
     reference = -dense_log_likelihood(counts, mu, theta, pi, eps=0.0).float()
     torch.testing.assert_close(lean, reference, rtol=1e-4, atol=0.05)
+
+
+def test_bf16_autocast_products_are_scored_in_float32(monkeypatch):
+    """Under bf16 autocast (the GPU option) the factor products come back in bf16; the softmax
+    and logs must still get float32, or a 100k-feature softmax loses its small shares."""
+    from factvae import likelihoods
+
+    z, factors, sf, _, sparse = _problem(torch.float32, True, n=16, d=6, features=300, seed=2)
+    counts = SparseCounts(sparse.rows, sparse.cols, sparse.values.float(), sparse.shape)
+    seen = []
+    original = likelihoods._FactorisedLogLik.apply
+
+    def spy(*args):
+        seen.extend(a.dtype for a in args[:3])
+        return original(*args)
+
+    monkeypatch.setattr(likelihoods._FactorisedLogLik, "apply", spy)
+    exact = factorised_nll(z, *factors, sf.float(), counts)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = factorised_nll(z, *factors, sf.float(), counts)
+    assert seen == [torch.float32] * 6
+    torch.testing.assert_close(mixed, exact, rtol=2e-2, atol=1.0)
+    mixed.sum().backward()
+    assert all(f.grad is not None and torch.isfinite(f.grad).all() for f in factors)
