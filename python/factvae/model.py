@@ -76,9 +76,8 @@ def regulatory_loss(
     ``genes``/``peaks`` are the d x D factor matrices; each column is a feature embedding.
     Equal to the dense similarity matrix restricted to the pairs, in O(pairs * d).
     """
-    gene_unit = genes / genes.norm(dim=0, keepdim=True)
-    peak_unit = peaks / peaks.norm(dim=0, keepdim=True)
-    cosine = (gene_unit[:, pair_genes] * peak_unit[:, pair_peaks]).sum(dim=0)
+    gene_cols, peak_cols = genes[:, pair_genes], peaks[:, pair_peaks]  # only the pairs' columns
+    cosine = (gene_cols * peak_cols).sum(dim=0) / (gene_cols.norm(dim=0) * peak_cols.norm(dim=0))
     return torch.mean((cosine - 1.0) ** 2)
 
 

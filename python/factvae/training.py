@@ -69,13 +69,14 @@ class Batch:
 
 
 def sparse_rows(matrix: RowSource, index: np.ndarray) -> SparseCounts:
-    """The chosen rows of a count matrix as non-zero triplets (never densified)."""
-    block = matrix.rows(index)
-    counts_per_row = np.diff(block.indptr)
-    rows = np.repeat(np.arange(len(index)), counts_per_row)
+    """The chosen rows of a count matrix as non-zero triplets (never densified), ordered by
+    feature: the likelihood's blocks are features x cells, so its gathers and scatters at the
+    non-zeros then walk memory forwards."""
+    block = matrix.rows(index).tocsc()
+    cols = np.repeat(np.arange(block.shape[1]), np.diff(block.indptr))
     return SparseCounts(
-        torch.from_numpy(rows.astype(np.int64)),
         torch.from_numpy(block.indices.astype(np.int64)),
+        torch.from_numpy(cols.astype(np.int64)),
         torch.from_numpy(block.data.astype(np.float32)),
         (len(index), matrix.shape[1]),
     )
