@@ -89,13 +89,13 @@ def test_bf16_autocast_products_are_scored_in_float32(monkeypatch):
     z, factors, sf, _, sparse = _problem(torch.float32, True, n=16, d=6, features=300, seed=2)
     counts = SparseCounts(sparse.rows, sparse.cols, sparse.values.float(), sparse.shape)
     seen = []
-    original = likelihoods._FactorisedLogLik.apply
+    original = likelihoods._ZERO_CASE
 
-    def spy(*args):
-        seen.extend(a.dtype for a in args[:3])
-        return original(*args)
+    def spy(*logits_and_library):
+        seen.extend(a.dtype for a in logits_and_library[:3])
+        return original(*logits_and_library)
 
-    monkeypatch.setattr(likelihoods._FactorisedLogLik, "apply", spy)
+    monkeypatch.setattr(likelihoods, "_ZERO_CASE", spy)
     exact = factorised_nll(z, *factors, sf.float(), counts)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = factorised_nll(z, *factors, sf.float(), counts)
