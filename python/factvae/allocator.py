@@ -1,10 +1,12 @@
 """Keep freed training temporaries in the process instead of handing them back to the OS.
 
 Each CPU training step allocates and frees a few dozen batch x features arrays (the logits,
-the fused likelihood's gradients). glibc's malloc returns large blocks to the kernel when they
-are freed, so every step page-faults ~70 MB back in (about a fifth of a step on snare_hcellline).
-Raising the mmap and trim thresholds while training keeps those blocks in the heap for reuse;
-``release()`` returns the memory afterwards. Elsewhere than glibc (macOS, musl) it does nothing.
+the fused likelihood's gradients). glibc's malloc serves large blocks with mmap and returns them
+to the kernel when they are freed, so every step page-faults them all back in (~70 MB a step on
+snare_hcellline, about a fifth of its time; far more at 150k peaks, where each block is 77 MB).
+While training, blocks come from the heap instead (no mmap, a high trim threshold), so freed
+ones are reused; the heap is trimmed and mmap allowed again afterwards. Elsewhere than glibc
+(macOS, musl) it does nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_MAX_MMAP_THRESHOLD = 32 * 1024**2  # glibc's ceiling for this setting on 64-bit
+_M_MMAP_MAX = -4
+_DEFAULT_MMAP_MAX = 65536  # glibc's default number of mmap'd blocks
 _TRIM_THRESHOLD = 1024**3
 
 
@@ -35,13 +37,15 @@ def _glibc() -> ctypes.CDLL | None:
 
 @contextmanager
 def reuse_freed_memory() -> Iterator[None]:
-    """While the block runs, freed blocks up to 32 MB stay in the heap; trimmed at the end."""
+    """While the block runs, large blocks come from the heap and freed ones stay there for
+    reuse; afterwards the heap is trimmed and mmap allowed again."""
     libc = _glibc()
     if libc is not None:
-        libc.mallopt(_M_MMAP_THRESHOLD, _MAX_MMAP_THRESHOLD)
+        libc.mallopt(_M_MMAP_MAX, 0)
         libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     try:
         yield
     finally:
         if libc is not None:
+            libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
             libc.malloc_trim(0)
