@@ -2,8 +2,8 @@
 
 # The peaks to augment, checked (with the size of a dense result) before any training starts;
 # NULL stands for all the peaks the model uses (those with counts).
-.augment_features <- function(augment, features, threshold, peaks, n.cells) {
-  if (!augment) return(NULL)
+.augment_features <- function(augment, features, threshold, peaks, n.cells, file = NULL) {
+  if (!augment && is.null(file)) return(NULL)
   missing <- setdiff(features, peaks)
   if (length(missing)) {
     stop(sprintf("augment.features has %d names that are not peaks of the ATAC assay (e.g. %s).",
@@ -16,7 +16,7 @@
   }
   limit <- getOption("factvae.max.dense.gb", 4)
   size <- 8 * as.numeric(n.cells) * length(features %||% peaks) / 1024^3
-  if (is.null(threshold) && size > limit) {
+  if (augment && is.null(threshold) && size > limit) {
     stop(sprintf(paste0("The augmented ATAC of %d cells x %d peaks would take %.1f GB as a dense ",
                         "matrix (limit: options(factvae.max.dense.gb = %g)). Give ",
                         "augment.threshold (e.g. 0.1) to keep it sparse, or fewer peaks with ",
@@ -24,6 +24,20 @@
                  n.cells, length(features %||% peaks), size, limit), call. = FALSE)
   }
   features
+}
+
+# Where augment.file streams to: one .h5ad path in an existing folder, checked before training.
+.augment_file <- function(file) {
+  if (is.null(file)) return(NULL)
+  if (!is.character(file) || length(file) != 1 || is.na(file) || !grepl("\\.h5ad$", file)) {
+    stop("augment.file must be one path ending in .h5ad.", call. = FALSE)
+  }
+  file <- path.expand(file)
+  if (!dir.exists(dirname(file))) {
+    stop("augment.file: the folder ", dirname(file), " does not exist; create it first.",
+         call. = FALSE)
+  }
+  file
 }
 
 # The augmented matrix (peaks x cells), computed chunk by chunk so that neither side holds

@@ -55,6 +55,12 @@
 #'   matrix sparse. With the default `NULL` the matrix is dense, and an error
 #'   is raised beforehand when it would exceed
 #'   `getOption("factvae.max.dense.gb", 4)` GB.
+#' @param augment.file A path ending in `.h5ad`: stream the augmented matrix
+#'   (cells x peaks, thresholded by `augment.threshold` when given) to this
+#'   AnnData file chunk by chunk, so memory stays bounded by `chunk.size`
+#'   whatever the matrix's size. It is written in addition to, and
+#'   independently of, `augment = TRUE`; its path is kept in
+#'   `Tool(object, "RunFactVAE")$augment.file`.
 #' @param chunk.size Cells per chunk when computing the augmented matrix.
 #' @param links Infer gene-peak links (see [FactVAELinks()]); on a
 #'   ChromatinAssay they are also set as its Signac `Links`.
@@ -91,6 +97,7 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
                               batch.size = 128, device = "auto", seed = 0, model = NULL,
                               model.path = NULL, augment = FALSE, augment.assay = "factvaeATAC",
                               augment.features = NULL, augment.threshold = NULL,
+                              augment.file = NULL,
                               chunk.size = 1024, links = FALSE, link.window = 150000,
                               link.pvalue = 0.05, reduction.name = "factvae",
                               reduction.key = "FactVAE_", verbose = TRUE, ...) {
@@ -117,8 +124,9 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
                          .assay_counts(object, atac.assay, "atac.assay"), rna.assay, atac.assay)
   cells <- colnames(counts$rna)
   peaks <- .assay_peak_ranges(object, atac.assay, rownames(counts$atac))
+  augment.file <- .augment_file(augment.file)
   features <- .augment_features(augment, augment.features, augment.threshold, names(peaks),
-                                length(cells))
+                                length(cells), augment.file)
   if (is.null(model)) {
     prior <- .prior(object, atac.assay, annotation, g2p, rownames(counts$rna), peaks, upstream)
     if (links && is.null(prior$genes)) {
@@ -158,6 +166,13 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
                        chunk.size, verbose)
     object[[augment.assay]] <- .augmented_assay(object[[atac.assay]], values)
     info$augment.assay <- augment.assay
+  }
+  if (!is.null(augment.file)) {
+    if (verbose) message("FactVAE: streaming the augmented ATAC to ", augment.file)
+    .py_call(fit$augment_atac(cells = as.list(cells), peaks = as.list(features %||% fitted$peaks),
+                              chunk_size = chunk.size, threshold = augment.threshold,
+                              out = augment.file))
+    info$augment.file <- augment.file
   }
   if (links) {
     found <- .links(core, fit, peaks, link.window, link.pvalue, settings$seed)

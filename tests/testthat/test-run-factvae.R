@@ -105,6 +105,24 @@ test_that("augment.threshold and augment.features keep the augmented assay spars
   expect_equal(as.matrix(values)[kept], reference[kept], tolerance = 1e-5)
 })
 
+test_that("augment.file streams the augmented matrix to an .h5ad that holds the assay's values", {
+  skip_if_no_core()
+  fixture <- simulated_fit()
+  path <- SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
+  dense <- SeuratObject::GetAssayData(fixture$fit, assay = "factvaeATAC", slot = "data")
+  file <- tempfile(fileext = ".h5ad")
+  streamed <- RunFactVAE(fixture$input, model = path, augment.file = file, chunk.size = 64,
+                         verbose = FALSE)
+  expect_identical(SeuratObject::Tool(streamed, slot = "RunFactVAE")$augment.file, file)
+  expect_false("factvaeATAC" %in% SeuratObject::Assays(streamed))
+  written <- reticulate::import("anndata")$read_h5ad(file)
+  expect_identical(unlist(written$obs_names$tolist()), colnames(dense))
+  expect_identical(unlist(written$var_names$tolist()), rownames(dense))
+  expect_equal(t(written$X), unname(dense), tolerance = 1e-5)
+  expect_error(RunFactVAE(fixture$input, model = path, augment.file = "augmented.csv"),
+               "augment.file must be one path ending in .h5ad")
+})
+
 test_that("links are a Signac-style GRanges joining genes to peaks of the input", {
   skip_if_no_core()
   fit <- simulated_fit()$fit
