@@ -35,5 +35,5 @@ test-r:
 bench: setup
 	$(PYTHON) benchmarks/likelihood.py
 	$(PYTHON) benchmarks/links.py
-	$(PYTHON) benchmarks/scale.py --sizes snare 10000x50000 50000x150000 100000x200000:reps
+	$(PYTHON) benchmarks/scale.py --sizes snare 10000x50000 50000x150000:reps 100000x200000:reps
 	$(PYTHON) benchmarks/snare_seeds.py --seeds 0 1 2 3 4 --epochs 300

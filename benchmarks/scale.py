@@ -18,7 +18,8 @@ checked is
 
 Writes benchmarks/results/scale.json and scale.md.
 
-    .venv/bin/python benchmarks/scale.py --sizes snare 10000x50000 50000x150000 100000x200000:reps
+    .venv/bin/python benchmarks/scale.py \
+        --sizes snare 10000x50000 50000x150000:reps 100000x200000:reps
 """
 
 from __future__ import annotations
