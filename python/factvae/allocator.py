@@ -20,6 +20,7 @@ from contextlib import contextmanager
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _DEFAULT_MMAP_MAX = 65536  # glibc's default number of mmap'd blocks
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024  # glibc's default
 _TRIM_THRESHOLD = 1024**3
 
 
@@ -48,4 +49,5 @@ def reuse_freed_memory() -> Iterator[None]:
     finally:
         if libc is not None:
             libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
             libc.malloc_trim(0)
