@@ -39,6 +39,10 @@
 #' @param upstream Bases before the TSS added to each gene locus in the prior.
 #' @param epochs,batch.size Training length and minibatch size.
 #' @param device `"auto"` (a GPU when there is one), `"cpu"` or `"cuda"`.
+#' @param precision `"bf16"` runs the decoders' large matrix products in
+#'   bf16 (autocast on a GPU) while the likelihood's arithmetic stays float32;
+#'   `"float32"` runs everything in float32; `"auto"` picks bf16 on CPUs with
+#'   native bf16 units and float32 elsewhere.
 #' @param seed Random seed of training, augmentation and link inference.
 #' @param model Path of a model saved by an earlier call, to reuse it
 #'   instead of training a new one. It must have been trained on these cells.
@@ -94,7 +98,8 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
                               g2p = NULL, n.latent = 50, n.hvg = 2000, atac.weight = 0.002,
                               likelihood = c("zinb", "nb"), rna.reduction = NULL,
                               atac.reduction = NULL, upstream = 2000, epochs = 300,
-                              batch.size = 128, device = "auto", seed = 0, model = NULL,
+                              batch.size = 128, device = "auto",
+                              precision = c("auto", "float32", "bf16"), seed = 0, model = NULL,
                               model.path = NULL, augment = FALSE, augment.assay = "factvaeATAC",
                               augment.features = NULL, augment.threshold = NULL,
                               augment.file = NULL,
@@ -106,10 +111,12 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
          call. = FALSE)
   }
   likelihood <- match.arg(likelihood)
+  precision <- match.arg(precision)
   settings <- list(n.latent = .whole(n.latent, 1), n.hvg = .whole(n.hvg, 1),
                    atac.weight = .positive_number(atac.weight),
                    likelihood = likelihood, epochs = .whole(epochs, 1),
-                   batch.size = .whole(batch.size, 2), device = device, seed = .whole(seed, 0),
+                   batch.size = .whole(batch.size, 2), device = device, precision = precision,
+                   seed = .whole(seed, 0),
                    upstream = .whole(upstream, 0))
   chunk.size <- .whole(chunk.size, 1)
   link.window <- .whole(link.window, 0)
@@ -303,7 +310,8 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     rna_rep = reps$rna, atac_rep = reps$atac,
     likelihood = settings$likelihood))
   .py_call(fit$fit(max_epochs = settings$epochs, batch_size = settings$batch.size,
-                   device = settings$device, seed = settings$seed, progress = verbose))
+                   device = settings$device, seed = settings$seed, progress = verbose,
+                   precision = settings$precision))
   fit
 }
 

@@ -2,11 +2,12 @@
 operators (matrix products as ``aten::mm``, the fused kernels as ``CompiledFxGraph``) over one
 epoch of default-setting steps, after three warm-up steps.
 
-    .venv/bin/python benchmarks/profile_step.py
+    .venv/bin/python benchmarks/profile_step.py [--precision auto|float32|bf16]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"])
+    args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     import factvae
     from factvae.allocator import reuse_freed_memory
@@ -29,7 +33,7 @@ def main() -> None:
     model = factvae.FactVAE(rna, atac, gene_annotation=genes)
     coo = model.g2p.matrix.tocoo()
     trainer = Trainer(model.network, (coo.row, coo.col), model.settings.loss_weights(),
-                      model.settings.optimiser(), torch.device("cpu"))  # fmt: skip
+                      model.settings.optimiser(), torch.device("cpu"), args.precision)  # fmt: skip
     rng = np.random.default_rng(0)
     batches = [make_batch(model._data, index, torch.device("cpu"))
                for index in minibatches(len(model.obs_names), 128, rng)]  # fmt: skip
@@ -44,7 +48,8 @@ def main() -> None:
         with profile() as profiler:
             for batch in batches:
                 trainer.step(batch)
-    print(f"median step {1000 * np.median(times):.1f} ms over {len(batches)} steps; "
+    print(f"{trainer.precision} products: median step {1000 * np.median(times):.1f} ms over "
+          f"{len(batches)} steps; "
           f"profiled totals below are for {len(batches)} steps")  # fmt: skip
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 

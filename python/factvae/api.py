@@ -205,13 +205,15 @@ class FactVAE:
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10,
         resume: bool = True,
-        bf16: bool = False,
+        precision: str = "auto",
     ) -> FactVAE:
         """Train from scratch, or resume from a checkpoint in ``checkpoint_dir``; returns ``self``.
 
         Each minibatch is densified on its own from sparse storage. The same ``seed`` gives
-        the same model on CPU, bit for bit. Under ``torchrun`` each process trains on its own
-        shard of cells and gradients are averaged across processes.
+        the same model on the same CPU, bit for bit. Under ``torchrun`` each process trains on
+        its own shard of cells and gradients are averaged across processes. ``precision``:
+        ``"bf16"`` runs the decoders' factor products in bf16 (on CUDA: autocast), ``"float32"``
+        runs everything in float32, and ``"auto"`` picks bf16 on CPUs with native bf16 units.
         """
         if self._data is None:
             raise FactVAEInputError(
@@ -234,7 +236,7 @@ class FactVAE:
             self.settings.loss_weights(),
             self.settings.optimiser(),
             self.device,
-            autocast_bf16=bf16,
+            precision=precision,
             group=group,
         )
         policy = (
@@ -242,7 +244,10 @@ class FactVAE:
         )
         if progress and group.rank == 0:
             ranks = f", {group.world_size} processes" if group.active else ""
-            print(f"FactVAE: training on {self.device} ({len(self.obs_names)} cells{ranks})")
+            print(
+                f"FactVAE: training on {self.device} ({len(self.obs_names)} cells{ranks}, "
+                f"{trainer.precision} products)"
+            )
         try:
             trainer.fit(self._data, max_epochs, batch_size, seed, progress, policy)
         finally:

@@ -32,6 +32,7 @@ from .checkpoints import CHECKPOINT_FILE
 from .distributed import current_group
 from .errors import FactVAEInputError, TrainingDivergedError
 from .readers import read_10x_multiome, read_g2p, read_pair
+from .training import PRECISIONS
 
 EXIT_ERROR, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 CHECKPOINTS, RUN_FILE = "checkpoints", "run.json"
@@ -102,6 +103,7 @@ class FitOptions:
     hvg: int = 2000
     atac_weight: float = 0.002
     device: str = "auto"
+    precision: str = "auto"
     seed: int = 0
     augment: bool = False
     augment_threshold: float | None = None
@@ -357,6 +359,13 @@ def _add_training_options(
         help="auto, cpu, cuda or mps (default: %(default)s)",
     )
     parser.add_argument(
+        "--precision",
+        default=FitOptions.precision,
+        choices=PRECISIONS,
+        help="bf16 runs the decoders' large products in bf16; auto picks it on CPUs with "
+        "native bf16 and float32 elsewhere (default: %(default)s)",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=FitOptions.seed,
@@ -404,6 +413,7 @@ def run_fit(options: FitOptions) -> FitResult:
         device=options.device,
         seed=options.seed,
         progress=not options.quiet,
+        precision=options.precision,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=max(options.checkpoint_every, 1),
         resume=options.resume,
@@ -552,6 +562,7 @@ def run_demo(args: argparse.Namespace) -> None:
         hvg=args.hvg,
         atac_weight=args.atac_weight,
         device=args.device,
+        precision=args.precision,
         seed=args.seed,
         quiet=args.quiet,
     )

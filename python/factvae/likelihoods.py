@@ -74,7 +74,10 @@ class _FusedKernel:
 
 def _zero_case(mean_logits, disp_logits, pi_logit, log_library):
     """Every entry's log p(0), summed per cell, and its gradients: wrt t = softmax(z Disp),
-    wrt mu times mu, and wrt the dropout logit. Features x cells, like all blocks here."""
+    wrt mu times mu, and wrt the dropout logit. Features x cells, like all blocks here.
+    Logits made in bf16 are widened here, inside the fused loops, not in a pass of their own."""
+    mean_logits, disp_logits = _at_least_float32(mean_logits), _at_least_float32(disp_logits)
+    pi_logit = None if pi_logit is None else _at_least_float32(pi_logit)
     lse_mean = torch.logsumexp(mean_logits, dim=0, keepdim=True)
     lse_disp = torch.logsumexp(disp_logits, dim=0, keepdim=True)
     share = torch.exp(mean_logits - lse_mean)
@@ -108,13 +111,14 @@ def _zero_case(mean_logits, disp_logits, pi_logit, log_library):
     )  # fmt: skip
 
 
-def _logit_gradients(grad_cells, grad_t, grad_mu_mu, grad_pi, t, share):
+def _logit_gradients(grad_cells, grad_t, grad_mu_mu, grad_pi, t, share, product_dtype):
     """Scale the per-entry gradients by each cell's incoming gradient and chain them back
-    through the two softmaxes to the logits."""
+    through the two softmaxes to the logits, written in the dtype of the products they feed."""
     scale = grad_cells[None, :]
     grad_disp = scale * t * (grad_t - (grad_t * t).sum(dim=0, keepdim=True))
     grad_mean = scale * (grad_mu_mu - share * grad_mu_mu.sum(dim=0, keepdim=True))
-    return grad_mean, grad_disp, None if grad_pi is None else scale * grad_pi
+    grad_pi = None if grad_pi is None else (scale * grad_pi).to(product_dtype)
+    return grad_mean.to(product_dtype), grad_disp.to(product_dtype), grad_pi
 
 
 _ZERO_CASE = _FusedKernel(_zero_case)
@@ -125,9 +129,9 @@ def _nonzero_terms(mean_logits, disp_logits, pi_logit, log_library, lse_mean, ls
                    cells, flat, x):  # fmt: skip
     """log p(x) - log p(0) at the non-zero entries, and its gradients there (wrt t, wrt mu
     times mu, wrt the dropout logit), to be added to the zero case's."""
-    log_mu = mean_logits.reshape(-1)[flat] - lse_mean[cells] + log_library[cells]
+    log_mu = _at_least_float32(mean_logits.reshape(-1)[flat]) - lse_mean[cells] + log_library[cells]
     mu = torch.exp(log_mu)
-    t = torch.exp(disp_logits.reshape(-1)[flat] - lse_disp[cells])
+    t = torch.exp(_at_least_float32(disp_logits.reshape(-1)[flat]) - lse_disp[cells])
     theta = torch.exp(t)
     theta_mu = theta + mu
     log_theta_mu = torch.log(theta_mu)
@@ -143,7 +147,7 @@ def _nonzero_terms(mean_logits, disp_logits, pi_logit, log_library, lse_mean, ls
     nz_pi = None
     if pi_logit is not None:
         # log(1 - pi) + log NB(0) - log p(0) = -softplus(pi - log NB(0))
-        a = theta * (t - log_theta_mu) - pi_logit.reshape(-1)[flat]
+        a = theta * (t - log_theta_mu) - _at_least_float32(pi_logit.reshape(-1)[flat])
         delta = delta - F.softplus(-a)
         gate = torch.sigmoid(-a)
         nz_mu_mu = nz_mu_mu - gate * theta * mu / theta_mu
@@ -163,14 +167,21 @@ class _FactorisedLogLik(torch.autograd.Function):
     which autograd's own choice for these shapes does not: 1.5x less matmul time at the
     snare_hcellline shape. Forward computes the gradients with the values (one pass, not a
     recomputation), keeping four or five such blocks until backward scales them.
+
+    With ``product_dtype=torch.bfloat16`` the six factor products run in bf16 (accumulated in
+    float32 by the CPU's or GPU's bf16 units), while the softmaxes, logs and sums stay float32.
     """
 
     @staticmethod
-    def forward(ctx, z, mean_factor, disp_factor, dropout_factor, log_library, cells, features, x):  # type: ignore[override]
-        cells_t = z.T
-        mean_logits = _at_least_float32(mean_factor.T @ cells_t)
-        disp_logits = _at_least_float32(disp_factor.T @ cells_t)
-        pi_logit = None if dropout_factor is None else _at_least_float32(dropout_factor.T @ cells_t)
+    def forward(ctx, z, mean_factor, disp_factor, dropout_factor, log_library, cells, features, x,  # type: ignore[override]
+                product_dtype):  # fmt: skip
+        low = z.dtype if product_dtype is None else product_dtype
+        cells_low = z.to(low)
+        factors_low = [None if f is None else f.to(low) for f in (mean_factor, disp_factor,
+                                                                   dropout_factor)]  # fmt: skip
+        mean_logits, disp_logits, pi_logit = (
+            None if f is None else f.T @ cells_low.T for f in factors_low
+        )
         zero_sum, grad_t, grad_mu_mu, grad_pi, t, share, lse_mean, lse_disp = _ZERO_CASE(
             mean_logits, disp_logits, pi_logit, log_library
         )
@@ -181,30 +192,33 @@ class _FactorisedLogLik(torch.autograd.Function):
         for dense, at_nonzeros in zip((grad_t, grad_mu_mu, grad_pi), (nz_t, nz_mu_mu, nz_pi)):
             if dense is not None:
                 dense.view(-1).index_add_(0, flat, at_nonzeros)
-        ctx.save_for_backward(z, mean_factor, disp_factor, dropout_factor,
-                              grad_t, grad_mu_mu, grad_pi, t, share)  # fmt: skip
+        ctx.save_for_backward(cells_low, *factors_low, grad_t, grad_mu_mu, grad_pi, t, share)
+        ctx.dtypes = z.dtype, mean_factor.dtype
         return zero_sum.index_add(0, cells, delta)
 
     @staticmethod
     def backward(ctx, grad_cells):  # type: ignore[override]
-        z, *factors, grad_t, grad_mu_mu, grad_pi, t, share = ctx.saved_tensors
-        logit_grads = _LOGIT_GRADIENTS(grad_cells, grad_t, grad_mu_mu, grad_pi, t, share)
+        cells_low, *factors_low, grad_t, grad_mu_mu, grad_pi, t, share = ctx.saved_tensors
+        z_dtype, factor_dtype = ctx.dtypes
+        logit_grads = _LOGIT_GRADIENTS(
+            grad_cells, grad_t, grad_mu_mu, grad_pi, t, share, cells_low.dtype
+        )
         grad_z = None
         grad_factors = []
-        for factor, grad in zip(factors, logit_grads):
+        for factor, grad in zip(factors_low, logit_grads):
             if factor is None:
                 grad_factors.append(None)
                 continue
-            grad_factors.append((grad @ z.to(grad.dtype)).T.to(factor.dtype))
-            grad_z_part = factor.to(grad.dtype) @ grad
+            grad_factors.append((cells_low.T @ grad.T).to(factor_dtype))
+            grad_z_part = _at_least_float32(factor @ grad)
             grad_z = grad_z_part if grad_z is None else grad_z + grad_z_part
-        return grad_z.T.to(z.dtype), *grad_factors, None, None, None, None
+        return grad_z.T.to(z_dtype), *grad_factors, None, None, None, None, None
 
 
-def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
-    """Products made under bf16 autocast come back in float32: a softmax over 100k features
-    and the likelihood's logs need its precision."""
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+def _at_least_float32(values: torch.Tensor) -> torch.Tensor:
+    """bf16 products are widened before any softmax, log or sum: a softmax over 100k
+    features and the likelihood's logs need float32's precision."""
+    return values.to(torch.promote_types(values.dtype, torch.float32))
 
 
 def factorised_nll(
@@ -214,12 +228,14 @@ def factorised_nll(
     dropout_factor: torch.Tensor | None,
     log_library: torch.Tensor,
     counts: SparseCounts,
+    product_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Negative log-likelihood per cell (summed over features) of a ZINB, or an NB when
-    ``dropout_factor`` is None, with the parameters of Eq. 7."""
+    ``dropout_factor`` is None, with the parameters of Eq. 7. ``product_dtype`` (bf16) runs
+    the factor products, not the likelihood's arithmetic, in lower precision."""
     return -_FactorisedLogLik.apply(
         z, mean_factor, disp_factor, dropout_factor, log_library,
-        counts.rows, counts.cols, counts.values,
+        counts.rows, counts.cols, counts.values, product_dtype,
     )  # fmt: skip
 
 

@@ -81,9 +81,12 @@ def test_float32_sparse_likelihood_matches_dense_at_realistic_size():
     torch.testing.assert_close(lean, reference, rtol=1e-4, atol=0.05)
 
 
-def test_bf16_autocast_products_are_scored_in_float32(monkeypatch):
-    """Under bf16 autocast (the GPU option) the factor products come back in bf16; the softmax
-    and logs must still get float32, or a 100k-feature softmax loses its small shares."""
+@pytest.mark.parametrize("route", ["product_dtype", "autocast"])
+def test_bf16_products_keep_float32_arithmetic_and_gradients(monkeypatch, route):
+    """bf16 reaches the factor products either as ``product_dtype`` (the CPU setting) or
+    through autocast (the GPU one). The kernels must receive the bf16 logits and still take
+    the softmaxes and logs in float32 (a 100k-feature softmax loses its small shares in bf16),
+    and values and gradients must stay close to the float32 ones."""
     from factvae import likelihoods
 
     z, factors, sf, _, sparse = _problem(torch.float32, True, n=16, d=6, features=300, seed=2)
@@ -92,14 +95,23 @@ def test_bf16_autocast_products_are_scored_in_float32(monkeypatch):
     original = likelihoods._ZERO_CASE
 
     def spy(*logits_and_library):
-        seen.extend(a.dtype for a in logits_and_library[:3])
-        return original(*logits_and_library)
+        outputs = original(*logits_and_library)
+        seen.append(([a.dtype for a in logits_and_library[:3]], outputs[4].dtype, outputs[5].dtype))
+        return outputs
 
     monkeypatch.setattr(likelihoods, "_ZERO_CASE", spy)
     exact = factorised_nll(z, *factors, sf.float(), counts)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = factorised_nll(z, *factors, sf.float(), counts)
-    assert seen == [torch.float32] * 6
+    exact_grads = torch.autograd.grad(exact.sum(), [z, *factors])
+    if route == "autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = factorised_nll(z, *factors, sf.float(), counts)
+    else:
+        mixed = factorised_nll(z, *factors, sf.float(), counts, product_dtype=torch.bfloat16)
+    mixed_grads = torch.autograd.grad(mixed.sum(), [z, *factors])
+    assert seen[0] == ([torch.float32] * 3, torch.float32, torch.float32)
+    assert seen[1] == ([torch.bfloat16] * 3, torch.float32, torch.float32)
+    assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, exact, rtol=2e-2, atol=1.0)
-    mixed.sum().backward()
-    assert all(f.grad is not None and torch.isfinite(f.grad).all() for f in factors)
+    for got, want in zip(mixed_grads, exact_grads):
+        assert got.dtype == want.dtype == torch.float32
+        assert float((got - want).norm() / want.norm()) < 0.03
