@@ -328,9 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_training_options(
-    parser: argparse.ArgumentParser, epochs: int, atac_weight: float
-) -> None:
+def _add_training_options(parser: argparse.ArgumentParser, epochs: int, atac_weight: float) -> None:
     parser.add_argument(
         "--epochs",
         type=_positive_int,

@@ -72,7 +72,7 @@ class _FusedKernel:
             return self.eager(*args)
 
 
-def _zero_case(mean_logits, disp_logits, pi_logit, log_library):
+def _zero_case(mean_logits, disp_logits, pi_logit, log_library, block_dtype):
     """Every entry's log p(0), summed per cell, and its gradients: wrt t = softmax(z Disp),
     wrt mu times mu, and wrt the dropout logit. Features x cells, like all blocks here.
     Logits made in bf16 are widened here, inside the fused loops, not in a pass of their own."""
@@ -105,8 +105,9 @@ def _zero_case(mean_logits, disp_logits, pi_logit, log_library):
     mu_share = mu / theta_mu
     grad_t = gate * (t - log_theta_mu + mu_share) * theta
     grad_mu_mu = -gate * theta * mu_share  # d log NB(0)/d mu = -theta/(theta+mu)
+    blocks = (grad_t, grad_mu_mu, grad_pi, t, share)
     return (
-        zero_ll.sum(dim=0), grad_t, grad_mu_mu, grad_pi, t, share,
+        zero_ll.sum(dim=0), *(None if b is None else b.to(block_dtype) for b in blocks),
         lse_mean.squeeze(0), lse_disp.squeeze(0),
     )  # fmt: skip
 
@@ -115,9 +116,10 @@ def _logit_gradients(grad_cells, grad_t, grad_mu_mu, grad_pi, t, share, product_
     """Scale the per-entry gradients by each cell's incoming gradient and chain them back
     through the two softmaxes to the logits, written in the dtype of the products they feed."""
     scale = grad_cells[None, :]
+    grad_t, grad_mu_mu, t, share = map(_at_least_float32, (grad_t, grad_mu_mu, t, share))
     grad_disp = scale * t * (grad_t - (grad_t * t).sum(dim=0, keepdim=True))
     grad_mean = scale * (grad_mu_mu - share * grad_mu_mu.sum(dim=0, keepdim=True))
-    grad_pi = None if grad_pi is None else (scale * grad_pi).to(product_dtype)
+    grad_pi = None if grad_pi is None else (scale * _at_least_float32(grad_pi)).to(product_dtype)
     return grad_mean.to(product_dtype), grad_disp.to(product_dtype), grad_pi
 
 
@@ -169,7 +171,9 @@ class _FactorisedLogLik(torch.autograd.Function):
     recomputation), keeping four or five such blocks until backward scales them.
 
     With ``product_dtype=torch.bfloat16`` the six factor products run in bf16 (accumulated in
-    float32 by the CPU's or GPU's bf16 units), while the softmaxes, logs and sums stay float32.
+    float32 by the CPU's or GPU's bf16 units), and the blocks kept for backward, which only
+    feed those products, are stored in bf16 (same exponent range as float32, so small shares
+    survive); the softmaxes, logs and per-cell sums are computed in float32.
     """
 
     @staticmethod
@@ -183,7 +187,7 @@ class _FactorisedLogLik(torch.autograd.Function):
             None if f is None else f.T @ cells_low.T for f in factors_low
         )
         zero_sum, grad_t, grad_mu_mu, grad_pi, t, share, lse_mean, lse_disp = _ZERO_CASE(
-            mean_logits, disp_logits, pi_logit, log_library
+            mean_logits, disp_logits, pi_logit, log_library, low
         )
         flat = features * mean_logits.shape[1] + cells
         delta, nz_t, nz_mu_mu, nz_pi = _NONZERO_TERMS(
@@ -191,7 +195,7 @@ class _FactorisedLogLik(torch.autograd.Function):
         )
         for dense, at_nonzeros in zip((grad_t, grad_mu_mu, grad_pi), (nz_t, nz_mu_mu, nz_pi)):
             if dense is not None:
-                dense.view(-1).index_add_(0, flat, at_nonzeros)
+                dense.view(-1).index_add_(0, flat, at_nonzeros.to(dense.dtype))
         ctx.save_for_backward(cells_low, *factors_low, grad_t, grad_mu_mu, grad_pi, t, share)
         ctx.dtypes = z.dtype, mean_factor.dtype
         return zero_sum.index_add(0, cells, delta)

@@ -85,8 +85,8 @@ def test_float32_sparse_likelihood_matches_dense_at_realistic_size():
 def test_bf16_products_keep_float32_arithmetic_and_gradients(monkeypatch, route):
     """bf16 reaches the factor products either as ``product_dtype`` (the CPU setting) or
     through autocast (the GPU one). The kernels must receive the bf16 logits and still take
-    the softmaxes and logs in float32 (a 100k-feature softmax loses its small shares in bf16),
-    and values and gradients must stay close to the float32 ones."""
+    the softmaxes' normalisers and the log-likelihood in float32 (a sum over 100k features in
+    bf16 loses its small terms), and values and gradients must stay close to float32's."""
     from factvae import likelihoods
 
     z, factors, sf, _, sparse = _problem(torch.float32, True, n=16, d=6, features=300, seed=2)
@@ -96,7 +96,7 @@ def test_bf16_products_keep_float32_arithmetic_and_gradients(monkeypatch, route)
 
     def spy(*logits_and_library):
         outputs = original(*logits_and_library)
-        seen.append(([a.dtype for a in logits_and_library[:3]], outputs[4].dtype, outputs[5].dtype))
+        seen.append(([a.dtype for a in logits_and_library[:3]], outputs[0].dtype, outputs[6].dtype))
         return outputs
 
     monkeypatch.setattr(likelihoods, "_ZERO_CASE", spy)
