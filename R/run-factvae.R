@@ -99,7 +99,7 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
                               likelihood = c("zinb", "nb"), rna.reduction = NULL,
                               atac.reduction = NULL, upstream = 2000, epochs = 300,
                               batch.size = 128, device = "auto",
-                              precision = c("auto", "float32", "bf16"), seed = 0, model = NULL,
+                              precision = "auto", seed = 0, model = NULL,
                               model.path = NULL, augment = FALSE, augment.assay = "factvaeATAC",
                               augment.features = NULL, augment.threshold = NULL,
                               augment.file = NULL,
@@ -111,7 +111,10 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
          call. = FALSE)
   }
   likelihood <- match.arg(likelihood)
-  precision <- match.arg(precision)
+  if (!is.character(precision) || length(precision) != 1 ||
+      !precision %in% c("auto", "float32", "bf16")) {
+    stop("precision must be \"auto\", \"float32\" or \"bf16\".", call. = FALSE)
+  }
   settings <- list(n.latent = .whole(n.latent, 1), n.hvg = .whole(n.hvg, 1),
                    atac.weight = .positive_number(atac.weight),
                    likelihood = likelihood, epochs = .whole(epochs, 1),

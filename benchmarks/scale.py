@@ -1,6 +1,6 @@
 """Training cost against data size: seconds per step and per epoch, cells per second, peak
 memory against the input CSR size, and the ATAC decoder's GFLOP/s as a fraction of this
-machine's dense matmul rate measured in the same run.
+machine's dense matmul rate in the same precision (float32 or bf16), measured in the same run.
 
 Sizes are ``snare`` (the real SNARE-seq set in ../shared/data) or ``CELLSxPEAKS`` (simulated,
 2,000 genes, 2% ATAC density); ``CELLSxPEAKS:reps`` gives the model random 100-d encoder
@@ -19,7 +19,7 @@ checked is
 Writes benchmarks/results/scale.json and scale.md.
 
     .venv/bin/python benchmarks/scale.py \
-        --sizes snare 10000x50000 50000x150000:reps 100000x200000:reps
+        --sizes snare 10000x50000 50000x150000:reps 100000x200000:reps [--precision auto]
 """
 
 from __future__ import annotations
@@ -51,11 +51,12 @@ def reset_peak_memory() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def matmul_gflops(seconds: float = 2.0) -> float:
-    """This machine's dense float32 matmul rate (2048^3), median of repeats."""
+def matmul_gflops(dtype_name: str, seconds: float = 2.0) -> float:
+    """This machine's dense matmul rate (2048^3) in ``float32`` or ``bf16``, median of repeats."""
     import torch
 
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
     a @ b
     rates, start = [], time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -65,7 +66,7 @@ def matmul_gflops(seconds: float = 2.0) -> float:
     return statistics.median(rates)
 
 
-def decoder_gflops(n_latent: int, n_peaks: int, repeats: int = 10) -> dict:
+def decoder_gflops(n_latent: int, n_peaks: int, precision: str, repeats: int = 10) -> dict:
     """Time the ATAC decoder's forward + backward (three factor matrices, fused ZINB)."""
     import torch
 
@@ -78,11 +79,12 @@ def decoder_gflops(n_latent: int, n_peaks: int, repeats: int = 10) -> dict:
     rows, cols = torch.nonzero(torch.rand(BATCH, n_peaks, generator=g) < 0.02, as_tuple=True)
     counts = SparseCounts(rows, cols, torch.ones(len(rows)), (BATCH, n_peaks))
     library = torch.full((BATCH,), 7.0)
+    products = torch.bfloat16 if precision == "bf16" else None
     times = []
     with reuse_freed_memory():
         for i in range(repeats + 2):
             t = time.perf_counter()
-            factorised_nll(z, *factors, library, counts).sum().backward()
+            factorised_nll(z, *factors, library, counts, products).sum().backward()
             if i >= 2:
                 times.append(time.perf_counter() - t)
     seconds = statistics.median(times)
@@ -115,7 +117,7 @@ def load(size: str, seed: int):
     return sim.rna, sim.atac, sim.genes
 
 
-def run_size(size: str, steps: int, seed: int) -> dict:
+def run_size(size: str, steps: int, seed: int, precision: str) -> dict:
     import numpy as np
     import torch
 
@@ -139,7 +141,7 @@ def run_size(size: str, steps: int, seed: int) -> dict:
     prepared = time.perf_counter()
     coo = model.g2p.matrix.tocoo()
     trainer = Trainer(model.network, (coo.row, coo.col), model.settings.loss_weights(),
-                      model.settings.optimiser(), torch.device("cpu"))  # fmt: skip
+                      model.settings.optimiser(), torch.device("cpu"), precision)  # fmt: skip
     n_cells, n_peaks = atac.shape
     batches = minibatches(n_cells, BATCH, np.random.default_rng(seed))
     times = []
@@ -172,15 +174,17 @@ def run_size(size: str, steps: int, seed: int) -> dict:
         "memory_bound_gb": bound / 1e9,
         "within_bound": bool(peak <= bound),
         "threads": torch.get_num_threads(),
-        **decoder_gflops(model.settings.n_latent, n_peaks),
+        "precision": trainer.precision,
+        **decoder_gflops(model.settings.n_latent, n_peaks, trainer.precision),
     }
 
 
-def table(rows: list[dict], matmul: float) -> str:
+def table(rows: list[dict], matmul: dict[str, float]) -> str:
+    rates = ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in matmul.items())
     lines = [
-        f"{platform.machine()} CPU, {rows[0]['threads']} threads; dense float32 matmul "
-        f"{matmul:.0f} GFLOP/s (2048^3, same run). Epoch time = median step x steps per epoch. "
-        "Bound = 2.5 x input CSR + fixed overhead (see benchmarks/scale.py).",
+        f"{platform.machine()} CPU, {rows[0]['threads']} threads, {rows[0]['precision']} "
+        f"products; dense matmul (2048^3, same run): {rates}. Epoch time = median step x steps "
+        "per epoch. Bound = 2.5 x input CSR + fixed overhead (see benchmarks/scale.py).",
         "",
         "| data (cells x peaks) | ATAC nnz | input CSR GB | preprocess s | s/step | s/epoch "
         "| cells/s | peak RSS GB | bound GB | decoder GFLOP/s (fraction of matmul) |",
@@ -195,7 +199,7 @@ def table(rows: list[dict], matmul: float) -> str:
             f"| {r['input_csr_gb']:.2f} | {r['preprocess_s']:.0f} | {r['step_s']:.3f} "
             f"| {r['epoch_s']:.1f} | {r['cells_per_s']:.0f} | {r['peak_rss_gb']:.2f} "
             f"| {r['memory_bound_gb']:.2f} {'ok' if r['within_bound'] else 'EXCEEDED'} "
-            f"| {r['decoder_gflops']:.0f} ({r['decoder_gflops'] / matmul:.0%}) |"
+            f"| {r['decoder_gflops']:.0f} ({r['decoder_gflops'] / matmul[r['precision']]:.0%}) |"
         )
     return "\n".join(lines)
 
@@ -205,19 +209,21 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["snare", "10000x50000", "50000x150000"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"])
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     if args.one:
-        print(json.dumps(run_size(args.one, args.steps, args.seed)))
+        print(json.dumps(run_size(args.one, args.steps, args.seed, args.precision)))
         return
     rows = []
     for size in args.sizes:
-        child = [sys.executable, __file__, "--one", size, "--steps", str(args.steps)]
+        child = [sys.executable, __file__, "--one", size, "--steps", str(args.steps),
+                 "--precision", args.precision]  # fmt: skip
         output = subprocess.run(child, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    matmul = matmul_gflops()
+    matmul = {name: matmul_gflops(name) for name in sorted({r["precision"] for r in rows})}
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "scale.json").write_text(json.dumps({"matmul_gflops": matmul, "rows": rows}, indent=2))

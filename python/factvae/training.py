@@ -125,13 +125,9 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
 PRECISIONS = ("auto", "float32", "bf16")
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether this device multiplies bf16 in hardware (AVX512-BF16 or AMX on x86 CPUs,
-    compute capability 8+ on CUDA); elsewhere bf16 products are emulated and no faster."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16
+    products are emulated through float32 and no faster."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
@@ -146,7 +142,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             "products on CPUs with native bf16 and float32 elsewhere."
         )
     if precision == "auto":
-        return "bf16" if device.type == "cpu" and native_bf16(device) else "float32"
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "float32"
     return precision
 
 

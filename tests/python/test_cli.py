@@ -297,6 +297,8 @@ def test_bad_inputs_exit_2_with_a_message(
     assert "--out" in capsys.readouterr().err
     assert main(["fit", *_pair_args(inputs), *bed, *out, "--atac-weight", "-1"]) == 2
     assert "--atac-weight: must be a positive number" in capsys.readouterr().err
+    assert main(["fit", *_pair_args(inputs), *bed, *out, "--precision", "fp16"]) == 2
+    assert "--precision: invalid choice: 'fp16'" in capsys.readouterr().err
 
 
 def test_interrupted_fit_resumes_to_the_uninterrupted_model(

@@ -118,6 +118,8 @@ test_that("RunFactVAE refuses bad settings and names before training", {
                  annotation = ann)
   expect_refused(toy_object(), "atac.weight must be a positive number", atac.weight = 0,
                  annotation = ann)
+  expect_refused(toy_object(), "precision must be \"auto\", \"float32\" or \"bf16\"",
+                 precision = "fp16", annotation = ann)
   expect_refused(toy_object(), "reduction.key must be letters and digits ending in '_'",
                  reduction.key = "fact-vae", annotation = ann)
   expect_refused(toy_object(), "reduction.name gives names already used.*RNA",
