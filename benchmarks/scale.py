@@ -16,10 +16,15 @@ checked is
                      + parameters, gradients and Adam moments (4 copies)
                      + 16 batch x peaks float32 work arrays.
 
-Writes benchmarks/results/scale.json and scale.md.
+Writes benchmarks/results/NAME.json and NAME.md (``--name``, default ``scale``).
 
     .venv/bin/python benchmarks/scale.py \
         --sizes snare 10000x50000 50000x150000:reps 100000x200000:reps [--precision auto]
+    # peak RSS against peaks at fixed cells, and against cells at fixed peaks:
+    .venv/bin/python benchmarks/scale.py --name scale_peaks \
+        --sizes 5000x25000:reps 5000x50000:reps 5000x100000:reps 5000x200000:reps
+    .venv/bin/python benchmarks/scale.py --name scale_cells \
+        --sizes 5000x50000:reps 10000x50000:reps 20000x50000:reps 40000x50000:reps
 """
 
 from __future__ import annotations
@@ -210,6 +215,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"])
+    parser.add_argument("--name", default="scale", help="results file name, without suffix")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
@@ -226,9 +232,11 @@ def main() -> None:
     matmul = {name: matmul_gflops(name) for name in sorted({r["precision"] for r in rows})}
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "scale.json").write_text(json.dumps({"matmul_gflops": matmul, "rows": rows}, indent=2))
+    (out / f"{args.name}.json").write_text(
+        json.dumps({"matmul_gflops": matmul, "rows": rows}, indent=2)
+    )
     text = table(rows, matmul)
-    (out / "scale.md").write_text(text + "\n")
+    (out / f"{args.name}.md").write_text(text + "\n")
     print(text)
 
 
