@@ -64,7 +64,7 @@ class _FusedKernel:
             self.failed = True
             warnings.warn(
                 f"factvae: torch.compile is unavailable here ({type(err).__name__}); the "
-                "likelihood runs eagerly, about 1.8x slower. Set FACTVAE_COMPILE=0 to skip "
+                "likelihood runs eagerly, about 1.7x slower. Set FACTVAE_COMPILE=0 to skip "
                 "this attempt.",
                 RuntimeWarning,
                 stacklevel=2,
