@@ -164,13 +164,14 @@ _NONZERO_TERMS = _FusedKernel(_nonzero_terms)
 class _FactorisedLogLik(torch.autograd.Function):
     """Per-cell log-likelihood of the counts given z and the decoder's factor matrices.
 
-    The logit blocks are features x cells (``F.T @ z.T``), and backward writes each product
-    in the layout the CPU's matmul runs fastest (``G @ z`` for the factors, ``F @ G`` for z),
-    which autograd's own choice for these shapes does not: 1.5x less matmul time at the
-    snare_hcellline shape. Forward computes the gradients with the values (one pass, not a
-    recomputation), keeping four or five such blocks until backward scales them.
+    The logit blocks are features x cells (``F.T @ z.T``), and backward chooses each product's
+    layout itself (``z.T @ G.T`` writes the factors' gradients straight in their d x D
+    layout, ``F @ G`` gives z's), which autograd's own choice for these shapes does not; that
+    saves matmul time and a strided transpose-copy per factor. Forward computes the gradients
+    with the values (one pass, not a recomputation), keeping four or five such blocks until
+    backward scales them.
 
-    With ``product_dtype=torch.bfloat16`` the six factor products run in bf16 (accumulated in
+    With ``product_dtype=torch.bfloat16`` the nine factor products run in bf16 (accumulated in
     float32 by the CPU's or GPU's bf16 units), and the blocks kept for backward, which only
     feed those products, are stored in bf16 (same exponent range as float32, so small shares
     survive); the softmaxes, logs and per-cell sums are computed in float32.
