@@ -11,6 +11,24 @@
   getExportedValue("SeuratObject", name)
 }
 
+# One layer (SeuratObject 5: `LayerData`, split layers joined) or slot (SeuratObject 4:
+# `GetAssayData(slot = )`, defunct in 5.3) of an assay, as stored; NULL when it is absent or
+# empty. The one place that reads a layer: the tests and the vignette read through it too.
+.layer <- function(assay, layer) {
+  if (.has_layers()) {
+    found <- .seurat_object_fun("Layers")(assay)
+    if (!layer %in% found) {
+      if (!any(startsWith(found, paste0(layer, ".")))) return(NULL)
+      assay <- .seurat_object_fun("JoinLayers")(assay, layers = layer)
+    }
+    values <- .seurat_object_fun("LayerData")(assay, layer = layer)
+  } else {
+    values <- SeuratObject::GetAssayData(assay, slot = layer)
+  }
+  if (is.null(values) || nrow(values) == 0 || ncol(values) == 0) return(NULL)
+  values
+}
+
 # Raw counts of one assay as a dgCMatrix (features x cells), never densified.
 .assay_counts <- function(object, assay, arg) {
   if (!is.character(assay) || length(assay) != 1 || !assay %in% SeuratObject::Assays(object)) {
@@ -18,11 +36,8 @@
                  arg, deparse(assay), paste(SeuratObject::Assays(object), collapse = ", "), arg),
          call. = FALSE)
   }
-  data <- object[[assay]]
-  counts <- if (.has_layers()) .layer_counts(data) else {
-    SeuratObject::GetAssayData(data, slot = "counts")
-  }
-  if (is.null(counts) || nrow(counts) == 0 || ncol(counts) == 0) {
+  counts <- .layer(object[[assay]], "counts")
+  if (is.null(counts)) {
     stop(sprintf(paste0("Assay '%s' has no raw counts (its counts layer is empty). FactVAE ",
                         "models raw counts: create the assay with counts = <raw count matrix>."),
                  assay), call. = FALSE)
@@ -35,16 +50,6 @@
                  assay), call. = FALSE)
   }
   counts
-}
-
-# SeuratObject 5: an Assay5 may split its counts into several layers (one per batch).
-.layer_counts <- function(data) {
-  layers <- .seurat_object_fun("Layers")(data, search = "counts")
-  if (length(layers) == 0) return(NULL)
-  if (length(layers) > 1) {
-    data <- .seurat_object_fun("JoinLayers")(data, layers = "counts")
-  }
-  .seurat_object_fun("LayerData")(data, layer = "counts")
 }
 
 # Both count matrices with the same cells in the same order (the RNA assay's).
@@ -67,6 +72,12 @@
   if (inherits(data, "ChromatinAssay") && requireNamespace("Signac", quietly = TRUE)) {
     ranges <- granges(data)
     names(ranges) <- rownames(data)
+    # With the assay's seqinfo (where Signac keeps the genome), passed on to the links.
+    info <- .assay_seqinfo(data)
+    if (all(GenomeInfoDb::seqlevels(ranges) %in% GenomeInfoDb::seqnames(info))) {
+      GenomeInfoDb::seqlevels(ranges) <- GenomeInfoDb::seqnames(info)
+      GenomeInfoDb::seqinfo(ranges) <- info
+    }
     return(ranges[peaks])
   }
   PeakRanges(peaks)

@@ -70,15 +70,61 @@
       Dim = as.integer(parts$dim), Dimnames = list(rows, cols))
 }
 
-.augmented_assay <- function(source, values) {
+# The augmented assay: the expected counts in its `counts` slot, which Signac's and Seurat's
+# functions read (RunTFIDF, FindTopFeatures, CoveragePlot, FindMarkers with slot = "counts"),
+# and the same matrix in `data`, which the others read until RunTFIDF or NormalizeData replaces
+# it. Both slots reference one R object (built with new(), not CreateAssayObject(), which would
+# turn a dense matrix into a larger dgCMatrix, and not SetAssayData(), which subsets a copy), so
+# the values are held in memory once. A ChromatinAssay source passes on its ranges,
+# seqinfo/genome, annotation, motifs (subset to the augmented peaks) and fragment files.
+.augmented_assay <- function(source, values, name = "factvaeATAC") {
+  # SeuratObject 5 requires a key; Seurat's own default for an assay is its lower-case name.
+  key <- paste0(gsub("[^[:alnum:]]", "", tolower(name)), "_")
+  assay <- methods::new("Assay", counts = values, data = values,
+                        scale.data = methods::new("matrix"), key = key,
+                        meta.features = data.frame(row.names = rownames(values)), misc = list())
   if (inherits(source, "ChromatinAssay") && requireNamespace("Signac", quietly = TRUE)) {
+    signac <- function(name) getExportedValue("Signac", name)
     ranges <- granges(source)
     names(ranges) <- rownames(source)
-    return(getExportedValue("Signac", "CreateChromatinAssay")(
-      data = values, ranges = unname(ranges[rownames(values)]),
-      annotation = getExportedValue("Signac", "Annotation")(source)))
+    motifs <- signac("Motifs")(source)
+    if (!is.null(motifs)) motifs <- motifs[rownames(values), ]
+    # The cells' fragment files too, so that CoveragePlot(assay = ) can draw this assay: it
+    # scales coverage by nCount_, which here is close to the observed library size (Eq. 12).
+    fragments <- signac("Fragments")(source)
+    assay <- signac("as.ChromatinAssay")(
+      assay, ranges = unname(ranges[rownames(values)]), seqinfo = .assay_seqinfo(source),
+      annotation = signac("Annotation")(source), motifs = motifs,
+      fragments = if (length(fragments)) fragments)
   }
-  SeuratObject::CreateAssayObject(data = values)
+  assay
+}
+
+# Adds the augmented assay with the per-cell totals Seurat adds for any assay (nCount_ and
+# nFeature_, which CoveragePlot and QC plots read). SeuratObject 5 computes them itself on
+# assignment; SeuratObject 4 does not.
+.add_augmented_assay <- function(object, name, assay) {
+  object[[name]] <- assay
+  values <- methods::slot(assay, "counts")
+  totals <- data.frame(Matrix::colSums(values), .detected(values), row.names = colnames(values))
+  names(totals) <- paste0(c("nCount_", "nFeature_"), name)
+  SeuratObject::AddMetaData(object, totals)
+}
+
+# Features above 0 per cell, as Seurat's nFeature_; a dense matrix is compared in blocks of
+# cells so that no logical matrix of its full size is made.
+.detected <- function(values) {
+  if (!is.matrix(values)) return(Matrix::colSums(values > 0))
+  blocks <- split(seq_len(ncol(values)), ceiling(seq_len(ncol(values)) / 1024))
+  unlist(lapply(blocks, function(cols) colSums(values[, cols, drop = FALSE] > 0)),
+         use.names = FALSE)
+}
+
+# A ChromatinAssay's seqinfo (where Signac keeps the genome), else that of its ranges.
+.assay_seqinfo <- function(assay) {
+  info <- tryCatch(GenomeInfoDb::seqinfo(assay), error = function(e) NULL)
+  if (is.null(info)) info <- GenomeInfoDb::seqinfo(granges(assay))
+  info
 }
 
 # Links as Signac stores them: a GRanges from the gene's TSS to the peak's centre.
@@ -89,16 +135,22 @@
   peak <- match(found$peak, names(peaks))
   tss <- found$tss + 1
   centre <- (start(peaks)[peak] + end(peaks)[peak]) %/% 2
-  GRanges(seqnames(peaks)[peak], IRanges(pmin(tss, centre), pmax(tss, centre)),
-          score = found$score, gene = found$gene, peak = found$peak, zscore = found$zscore,
-          pvalue = found$pvalue, qvalue = found$qvalue)
+  links <- GRanges(seqnames(peaks)[peak], IRanges(pmin(tss, centre), pmax(tss, centre)),
+                   score = found$score, gene = found$gene, peak = found$peak,
+                   zscore = found$zscore, pvalue = found$pvalue, qvalue = found$qvalue,
+                   seqinfo = GenomeInfoDb::seqinfo(peaks))
+  # Sorted by position, as Signac's LinkPeaks returns them.
+  links[order(links)]
 }
 
-.set_signac_links <- function(object, atac.assay, links) {
-  if (inherits(object[[atac.assay]], "ChromatinAssay") &&
-      requireNamespace("Signac", quietly = TRUE)) {
-    object[[atac.assay]] <- getExportedValue("Signac", "Links<-")(object[[atac.assay]],
-                                                                   value = links)
+# The links become Signac's Links() of the ATAC assay and of the augmented assay (which
+# CoveragePlot(assay = ) draws), when they are ChromatinAssays.
+.set_signac_links <- function(object, assays, links) {
+  if (!requireNamespace("Signac", quietly = TRUE)) return(object)
+  for (assay in intersect(assays, SeuratObject::Assays(object))) {
+    if (inherits(object[[assay]], "ChromatinAssay")) {
+      object[[assay]] <- getExportedValue("Signac", "Links<-")(object[[assay]], value = links)
+    }
   }
   object
 }

@@ -20,7 +20,12 @@
 #' @param rna.assay,atac.assay Names of the RNA and the ATAC assay.
 #' @param annotation A GRanges of genes (`gene_name` column, strands); by
 #'   default `Signac::Annotation()` of the ATAC assay when there is one. Needed
-#'   to build the prior (unless `g2p` is given) and for `links = TRUE`.
+#'   to build the prior (unless `g2p` is given) and for `links = TRUE`. When
+#'   the ATAC assay (a ChromatinAssay's seqinfo), the annotation or the
+#'   assay's existing links carry a genome (`GenomeInfoDb::genome()`), they
+#'   must agree, or RunFactVAE stops before any work. When none carries one,
+#'   a warning says when the genes' TSSs hit peaks no more than twice as often
+#'   as places 100-200 kb away (usually a genome build mismatch).
 #' @param g2p A ready gene-to-peak prior: a genes x peaks (sparse) Matrix with
 #'   gene names and peak names as dimnames, non-zero where a gene and a peak
 #'   are linked. Genes and peaks outside the assays are ignored.
@@ -37,7 +42,21 @@
 #'   `"pca"` and Signac's `"lsi"`) to use as the encoders' inputs instead of
 #'   the ones the model computes.
 #' @param upstream Bases before the TSS added to each gene locus in the prior.
-#' @param epochs,batch.size Training length and minibatch size.
+#' @param preset `"default"` (made for data of any size: bounded encoder
+#'   inputs, validation cells, early stopping, epochs that shrink as cells
+#'   grow) or `"paper"` (the authors' 300 epochs on every cell, exactly).
+#' @param max.epochs Most epochs to train; `NULL` takes the preset's: for
+#'   `"default"` about 500,000 cell passes (300 epochs for 1,000 cells, 54
+#'   for 10,000, 10 at most for 50,000), 300 for `"paper"`.
+#' @param early.stopping Stop once the loss of the held-out validation cells
+#'   has not improved for `patience` epochs, and keep the best epoch's
+#'   weights; `NULL` takes the preset's (on for `"default"`).
+#' @param validation.fraction Share of cells held out (seeded by `seed`) to
+#'   watch for early stopping; `NULL` takes the preset's (0.1 for
+#'   `"default"`, 0 for `"paper"`).
+#' @param patience Epochs without improvement before stopping; `NULL` is a
+#'   tenth of `max.epochs` (at least 5).
+#' @param batch.size Minibatch size.
 #' @param device `"auto"` (a GPU when there is one), `"cpu"` or `"cuda"`.
 #' @param precision `"bf16"` runs the decoders' large matrix products in
 #'   bf16 (autocast on a GPU) while the likelihood's arithmetic stays float32;
@@ -49,9 +68,15 @@
 #' @param model.path Where to save the trained model; by default a file in
 #'   the session's temporary folder.
 #' @param augment Add the augmented ATAC matrix as the assay `augment.assay`
-#'   (a ChromatinAssay with the source's ranges and annotation when Signac is
-#'   there, a plain Assay otherwise); its values (expected accessibility) are
-#'   in the `data` layer.
+#'   (a ChromatinAssay with the source's ranges, seqinfo/genome, annotation,
+#'   motifs and fragment files when Signac is there, a plain Assay
+#'   otherwise), with the
+#'   metadata columns `nCount_<augment.assay>` and `nFeature_<augment.assay>`.
+#'   Its values (expected counts, Eq. 12) are in the `counts` slot, which
+#'   Signac's `RunTFIDF()`, `FindTopFeatures()` and `CoveragePlot()` read, and
+#'   the same matrix is in `data`, which Seurat's functions read until
+#'   `RunTFIDF()` or `NormalizeData()` replaces it. Both slots reference one
+#'   matrix, so it is held in memory once.
 #' @param augment.assay Name of the augmented assay.
 #' @param augment.features Peaks to augment (default: all the peaks the model
 #'   uses, i.e. those with counts in some cell).
@@ -66,8 +91,9 @@
 #'   independently of, `augment = TRUE`; its path is kept in
 #'   `Tool(object, "RunFactVAE")$augment.file`.
 #' @param chunk.size Cells per chunk when computing the augmented matrix.
-#' @param links Infer gene-peak links (see [FactVAELinks()]); on a
-#'   ChromatinAssay they are also set as its Signac `Links`.
+#' @param links Infer gene-peak links (see [FactVAELinks()]), sorted and with
+#'   the peaks' seqinfo; on a ChromatinAssay they are also set as its Signac
+#'   `Links()`, and as those of the augmented assay when it is one.
 #' @param link.window Largest distance, in bases, between a gene's TSS and a
 #'   linked peak.
 #' @param link.pvalue Keep links with a p-value up to this.
@@ -85,7 +111,7 @@
 #' \dontrun{
 #' obj <- SimulateMultiome(n.cells = 600)
 #' obj <- RunFactVAE(obj, annotation = SeuratObject::Misc(obj, "annotation"),
-#'                   epochs = 50, links = TRUE, augment = TRUE)
+#'                   max.epochs = 50, links = TRUE, augment = TRUE)
 #' obj <- Seurat::RunUMAP(obj, reduction = "factvae", dims = 1:100)
 #' }
 RunFactVAE <- function(object, ...) {
@@ -97,7 +123,9 @@ RunFactVAE <- function(object, ...) {
 RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", annotation = NULL,
                               g2p = NULL, n.latent = 50, n.hvg = 2000, atac.weight = 0.002,
                               likelihood = c("zinb", "nb"), rna.reduction = NULL,
-                              atac.reduction = NULL, upstream = 2000, epochs = 300,
+                              atac.reduction = NULL, upstream = 2000, preset = "default",
+                              max.epochs = NULL, early.stopping = NULL,
+                              validation.fraction = NULL, patience = NULL,
                               batch.size = 128, device = "auto",
                               precision = "auto", seed = 0, model = NULL,
                               model.path = NULL, augment = FALSE, augment.assay = "factvaeATAC",
@@ -117,7 +145,12 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   }
   settings <- list(n.latent = .whole(n.latent, 1), n.hvg = .whole(n.hvg, 1),
                    atac.weight = .positive_number(atac.weight),
-                   likelihood = likelihood, epochs = .whole(epochs, 1),
+                   likelihood = likelihood, preset = .one_string(preset),
+                   max.epochs = if (!is.null(max.epochs)) .whole(max.epochs, 1),
+                   early.stopping = if (!is.null(early.stopping)) .flag(early.stopping),
+                   validation.fraction = if (!is.null(validation.fraction))
+                     .fraction(validation.fraction),
+                   patience = if (!is.null(patience)) .whole(patience, 1),
                    batch.size = .whole(batch.size, 2), device = device, precision = precision,
                    seed = .whole(seed, 0),
                    upstream = .whole(upstream, 0))
@@ -174,7 +207,9 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   if (augment) {
     values <- .augment(core, fit, cells, features %||% fitted$peaks, augment.threshold,
                        chunk.size, verbose)
-    object[[augment.assay]] <- .augmented_assay(object[[atac.assay]], values)
+    object <- .add_augmented_assay(object, augment.assay,
+                                   .augmented_assay(object[[atac.assay]], values,
+                                                    augment.assay))
     info$augment.assay <- augment.assay
   }
   if (!is.null(augment.file)) {
@@ -186,7 +221,7 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   }
   if (links) {
     found <- .links(core, fit, peaks, link.window, link.pvalue, settings$seed)
-    object <- .set_signac_links(object, atac.assay, found)
+    object <- .set_signac_links(object, c(atac.assay, if (augment) augment.assay), found)
     info$links <- found
   }
   object@tools[["RunFactVAE"]] <- info
@@ -195,6 +230,31 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   command@assay.used <- rna.assay
   object[[command@name]] <- command
   object
+}
+
+.one_string <- function(x) {
+  name <- deparse(substitute(x))
+  if (!is.character(x) || length(x) != 1 || is.na(x)) {
+    stop(sprintf("%s must be one string.", name), call. = FALSE)
+  }
+  x
+}
+
+.flag <- function(x) {
+  name <- deparse(substitute(x))
+  if (!is.logical(x) || length(x) != 1 || is.na(x)) {
+    stop(sprintf("%s must be TRUE or FALSE.", name), call. = FALSE)
+  }
+  x
+}
+
+# A number; its range is checked by the Python settings, the one owner of that rule.
+.fraction <- function(x) {
+  name <- deparse(substitute(x))
+  if (!is.numeric(x) || length(x) != 1 || is.na(x)) {
+    stop(sprintf("%s must be a number.", name), call. = FALSE)
+  }
+  as.numeric(x)
 }
 
 # A whole number >= lowest, as an integer (reticulate would pass 50 as the float 50.0).
@@ -244,7 +304,11 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
 # The prior as (gene, peak) pairs among the assays' features, and the genes' coordinates.
 .prior <- function(object, atac.assay, annotation, g2p, genes, peaks, upstream) {
   annotation <- annotation %||% .signac_annotation(object[[atac.assay]])
+  genomes <- .check_genomes(object[[atac.assay]], atac.assay, annotation)
   table <- if (!is.null(annotation)) .gene_table(annotation, peaks)
+  if (!is.null(table) && is.null(g2p) && length(genomes) == 0) {
+    .check_tss_hits(table, peaks, genes)
+  }
   if (is.null(g2p)) {
     if (is.null(table)) {
       stop("RunFactVAE needs the genes' coordinates to build the gene-to-peak prior: give ",
@@ -311,10 +375,12 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     n_latent = settings$n.latent,
     n_hvg = settings$n.hvg, atac_recon_weight = settings$atac.weight,
     rna_rep = reps$rna, atac_rep = reps$atac,
-    likelihood = settings$likelihood))
-  .py_call(fit$fit(max_epochs = settings$epochs, batch_size = settings$batch.size,
+    likelihood = settings$likelihood, preset = settings$preset))
+  .py_call(fit$fit(max_epochs = settings$max.epochs, batch_size = settings$batch.size,
                    device = settings$device, seed = settings$seed, progress = verbose,
-                   precision = settings$precision))
+                   precision = settings$precision, early_stopping = settings$early.stopping,
+                   validation_fraction = settings$validation.fraction,
+                   patience = settings$patience))
   fit
 }
 

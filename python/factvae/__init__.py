@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 from .api import FactVAE
 from .errors import FactVAEInputError, TrainingDivergedError
 from .prior import GeneToPeak, gene_to_peak
-from .simulate import SimulatedMultiome, simulate
+from .simulate import SimulatedMultiome, simulate, simulate_preset
 
 __all__ = [
     "FactVAE",
@@ -16,4 +16,5 @@ __all__ = [
     "__version__",
     "gene_to_peak",
     "simulate",
+    "simulate_preset",
 ]

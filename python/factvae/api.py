@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from dataclasses import asdict
@@ -16,7 +17,7 @@ import torch
 from . import __version__
 from .checkpoints import CheckpointPolicy
 from .distributed import init_from_environment
-from .errors import FactVAEInputError
+from .errors import FactVAEInputError, TrainingDivergedError
 from .genomics import AnnotationLike, harmonise_chromosomes, peak_ranges, read_gene_annotation
 from .inputs import (
     ModalityCounts,
@@ -30,18 +31,20 @@ from .model import Architecture, FactVAENetwork
 from .outputs import augment, augmented_chunks, infer_links, latent_means
 from .persistence import load_arrays, load_json, load_torch, save_arrays, save_json, save_torch
 from .preprocessing import (
+    SCALE_CLIP,
     LSIProjection,
     PCAProjection,
     atac_lsi,
     highly_variable_genes,
     log_library_size,
     rna_pca,
+    standardise_rows,
 )
 from .prior import GeneToPeak, coerce_g2p, gene_to_peak
 from .rowsource import InMemoryRows
-from .settings import ModelSettings
+from .settings import ModelSettings, auto_max_epochs, auto_patience
 from .streaming import write_h5ad_chunks
-from .training import Trainer, TrainingData, seed_everything, select_device
+from .training import Schedule, Trainer, TrainingData, seed_everything, select_device
 
 SETTINGS_FILE, WEIGHTS_FILE, ARRAYS_FILE = "settings.json", "weights.pt", "arrays.npz"
 
@@ -53,8 +56,10 @@ class FactVAE:
     ``layers['counts']`` or ``.X``; AnnData opened with ``anndata.read_h5ad(path, backed="r")``
     (CSR ``.X``) is read from disk a block of cells at a time, never loaded whole, and must stay
     open until ``fit`` is done. The gene-to-peak prior comes from ``gene_annotation``
-    (frame or BED/GTF path) or a ready ``g2p``. Settings default to the authors' values; see
-    :class:`factvae.settings.ModelSettings` for each.
+    (frame or BED/GTF path) or a ready ``g2p``. Settings default to the authors' model and
+    loss with a training schedule made for real data sizes (validation cells, early stopping,
+    a budget that shrinks the epochs as cells grow, bounded encoder inputs); ``preset="paper"``
+    gives the authors' 300-epoch schedule exactly. See :class:`factvae.settings.ModelSettings`.
     """
 
     def __init__(
@@ -66,9 +71,10 @@ class FactVAE:
         *,
         rna_rep: Any = None,
         atac_rep: Any = None,
+        preset: str = "default",
         **settings: Any,
     ) -> None:
-        self.settings = ModelSettings.from_kwargs(settings)
+        self.settings = ModelSettings.from_kwargs(settings, preset)
         self.obs_names, atac_rows = match_cells(rna, atac)
         rna_counts = raw_counts(rna, "rna")
         atac_counts = raw_counts(atac, "atac")
@@ -97,8 +103,9 @@ class FactVAE:
         s = self.settings
         hvg_counts = rna_counts.counts.select_columns(gene_index).to_memory()  # cells x HVGs
         if rna_rep is None:
+            clip = SCALE_CLIP if s.bounded_inputs else math.inf
             rna_input, pca = rna_pca(
-                hvg_counts, rna_counts.cell_totals, s.n_components, s.preprocess_seed
+                hvg_counts, rna_counts.cell_totals, s.n_components, s.preprocess_seed, clip
             )
         else:
             rna_input, pca = reduction(rna_rep, rna, n_cells, np.arange(n_cells), "rna_rep"), None
@@ -107,6 +114,9 @@ class FactVAE:
         else:
             atac_input = reduction(atac_rep, atac, n_cells, atac_rows, "atac_rep")
             lsi = None
+        if s.bounded_inputs:  # LSI is standardised per cell already; a user's may not be
+            rna_input = standardise_rows(rna_input)
+            atac_input = standardise_rows(atac_input) if atac_rep is not None else atac_input
         self.projections: dict[str, PCAProjection | LSIProjection | None] = {
             "rna": pca,
             "atac": lsi,
@@ -136,6 +146,8 @@ class FactVAE:
         )
         self.network = FactVAENetwork(self.architecture)
         self.history: list[dict[str, float]] = []
+        self.training_summary: dict[str, Any] = {}
+        self.validation_cells = pd.Index([])
         self.is_trained = False
         self.device = torch.device("cpu")
 
@@ -197,7 +209,7 @@ class FactVAE:
     # ---- training -------------------------------------------------------------------------
     def fit(
         self,
-        max_epochs: int = 300,
+        max_epochs: int | None = None,
         batch_size: int = 128,
         device: str = "auto",
         seed: int = 0,
@@ -206,8 +218,21 @@ class FactVAE:
         checkpoint_every: int = 10,
         resume: bool = True,
         precision: str = "auto",
+        early_stopping: bool | None = None,
+        validation_fraction: float | None = None,
+        patience: int | None = None,
     ) -> FactVAE:
         """Train from scratch, or resume from a checkpoint in ``checkpoint_dir``; returns ``self``.
+
+        Schedule arguments left as None take the model's settings (see
+        :class:`factvae.settings.ModelSettings`): by default a seeded ``validation_fraction``
+        (10%) of cells is held out, training stops once their loss has not improved for
+        ``patience`` epochs (a tenth of the budget) and the best epoch's weights are restored;
+        ``max_epochs`` defaults to a budget of about 500,000 cell passes (300 epochs at most),
+        so large data sets take minutes. ``preset="paper"`` at construction trains the authors'
+        300 epochs on every cell. A non-finite update is skipped; repeated failures roll back an
+        epoch with a lower learning rate; only persistent failure raises
+        :class:`TrainingDivergedError`, and the model then keeps its last good epoch (usable).
 
         Each minibatch is densified on its own from sparse storage. The same ``seed`` gives
         the same model on the same CPU, bit for bit. Under ``torchrun`` each process trains on
@@ -220,40 +245,93 @@ class FactVAE:
                 "This model was loaded from disk without its training counts; build a new "
                 "FactVAE from the data to train again."
             )
-        _check_positive_int(max_epochs, "max_epochs")
+        overrides = {
+            name: value
+            for name, value in (
+                ("max_epochs", max_epochs),
+                ("early_stopping", early_stopping),
+                ("validation_fraction", validation_fraction),
+                ("patience", patience),
+            )
+            if value is not None
+        }
+        settings = ModelSettings.from_kwargs({**self.settings.to_dict(), **overrides})
         _check_positive_int(batch_size, "batch_size")
         _check_positive_int(checkpoint_every, "checkpoint_every")
+        settings.check_against_data(len(self.obs_names))
         self.device = select_device(device)
         group = init_from_environment(self.device)
         if group.active and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", group.rank)))
+        schedule = self._schedule(settings, seed)
         seed_everything(seed)
         self.network = FactVAENetwork(self.architecture)
         coo = self.g2p.matrix.tocoo()
         trainer = Trainer(
             self.network,
             (coo.row, coo.col),
-            self.settings.loss_weights(),
-            self.settings.optimiser(),
+            settings.loss_weights(),
+            settings.optimiser(schedule.max_epochs),
             self.device,
             precision=precision,
             group=group,
         )
         policy = (
-            CheckpointPolicy(Path(checkpoint_dir), checkpoint_every) if checkpoint_dir else None
+            CheckpointPolicy(Path(checkpoint_dir), checkpoint_every, resume)
+            if checkpoint_dir
+            else None
         )
         if progress and group.rank == 0:
             ranks = f", {group.world_size} processes" if group.active else ""
+            held_out = len(schedule.validation_cells)
+            patience = schedule.patience
+            stop = f", early stopping (patience {patience})" if schedule.early_stopping else ""
             print(
-                f"FactVAE: training on {self.device} ({len(self.obs_names)} cells{ranks}, "
-                f"{trainer.precision} products)"
+                f"FactVAE: training on {self.device} ({len(schedule.train_cells)} cells"
+                + (f", {held_out} held out for validation" if held_out else "")
+                + f"{ranks}, {trainer.precision} products), at most {schedule.max_epochs} "
+                f"epochs{stop}"
             )
         try:
-            trainer.fit(self._data, max_epochs, batch_size, seed, progress, policy)
-        finally:
-            self.history = trainer.history
+            trainer.fit(self._data, schedule, batch_size, seed, progress, policy)
+        except TrainingDivergedError:
+            self._finish_training(trainer, schedule)
+            self.is_trained = trainer.epoch > 0
+            raise
+        self._finish_training(trainer, schedule)
         self.is_trained = True
         return self
+
+    def _schedule(self, settings: ModelSettings, seed: int) -> Schedule:
+        """Training and validation cells (a seeded split), epochs and patience."""
+        n_cells = len(self.obs_names)
+        n_validation = settings.validation_cells(n_cells)
+        order = np.random.default_rng([seed, 2]).permutation(n_cells)
+        validation = np.sort(order[:n_validation])
+        train = np.sort(order[n_validation:]) if n_validation else np.arange(n_cells)
+        max_epochs = settings.max_epochs or auto_max_epochs(len(train))
+        return Schedule(
+            max_epochs=max_epochs,
+            train_cells=train,
+            validation_cells=validation,
+            early_stopping=settings.early_stopping,
+            patience=settings.patience or auto_patience(max_epochs),
+        )
+
+    def _finish_training(self, trainer: Trainer, schedule: Schedule) -> None:
+        """What the run did, kept on the model (and saved with it)."""
+        self.history = trainer.history
+        stopper = trainer.stopper
+        self.training_summary = {
+            "epochs": trainer.epoch,
+            "max_epochs": schedule.max_epochs,
+            "stopped_early": bool(stopper is not None and stopper.stopped),
+            "best_epoch": stopper.best_epoch if stopper and schedule.early_stopping else None,
+            "validation_cells": len(schedule.validation_cells),
+            "skipped_steps": trainer.skipped_steps,
+            "rollbacks": trainer.rollbacks,
+        }
+        self.validation_cells = self.obs_names[schedule.validation_cells]
 
     # ---- outputs --------------------------------------------------------------------------
     def _require_trained(self) -> None:
@@ -373,6 +451,7 @@ class FactVAE:
                 "settings": self.settings.to_dict(),
                 "architecture": asdict(self.architecture),
                 "history": self.history,
+                "training_summary": self.training_summary,
                 "versions": {
                     "factvae": __version__,
                     "torch": torch.__version__,
@@ -407,6 +486,8 @@ class FactVAE:
         model.device = select_device(device)
         model.network.to(model.device)
         model.history = meta["history"]
+        model.training_summary = meta.get("training_summary", {})
+        model.validation_cells = pd.Index([])
         model.obs_names = pd.Index(arrays["obs_names"])
         model.genes = pd.Index(arrays["genes"])
         model.peaks = pd.Index(arrays["peaks"])
@@ -467,8 +548,9 @@ def _projection(arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:
     values = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     if not values:
         return None
-    if "target_sum" in values:
-        values["target_sum"] = float(values["target_sum"])
+    for key in ("target_sum", "clip"):
+        if key in values:
+            values[key] = float(values[key])
     return kind(**values)
 
 

@@ -32,6 +32,7 @@ from .checkpoints import CHECKPOINT_FILE
 from .distributed import current_group
 from .errors import FactVAEInputError, TrainingDivergedError
 from .readers import read_10x_multiome, read_g2p, read_pair
+from .settings import PRESETS
 from .training import PRECISIONS
 
 EXIT_ERROR, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
@@ -97,7 +98,11 @@ class FitOptions:
     tenx: Path | None = None
     annotation: Path | None = None
     g2p: Path | None = None
-    epochs: int = 300
+    epochs: int | None = None
+    preset: str = "default"
+    early_stopping: bool | None = None
+    validation_fraction: float | None = None
+    patience: int | None = None
     batch_size: int = 128
     latent: int = 50
     hvg: int = 2000
@@ -127,7 +132,8 @@ class FitOptions:
             for name, path in zip(names, paths)
         }
         values.update(latent=self.latent, hvg=self.hvg, atac_weight=self.atac_weight,
-                      batch_size=self.batch_size, seed=self.seed)  # fmt: skip
+                      batch_size=self.batch_size, seed=self.seed, preset=self.preset,
+                      validation_fraction=self.validation_fraction)  # fmt: skip
         return values
 
 
@@ -328,13 +334,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_training_options(parser: argparse.ArgumentParser, epochs: int, atac_weight: float) -> None:
+def _add_training_options(
+    parser: argparse.ArgumentParser, epochs: int | None, atac_weight: float
+) -> None:
     parser.add_argument(
+        "--max-epochs",
         "--epochs",
+        dest="epochs",
         type=_positive_int,
         default=epochs,
         metavar="N",
-        help="training epochs (default: %(default)s)",
+        help="most training epochs (default: "
+        + ("%(default)s" if epochs else "the preset's: fewer as cells grow, 300 for 'paper'")
+        + ")",
+    )
+    parser.add_argument(
+        "--preset",
+        default=FitOptions.preset,
+        choices=sorted(PRESETS),
+        help="'default' suits data of any size (validation cells, early stopping, bounded "
+        "encoder inputs); 'paper' is the authors' 300-epoch schedule exactly "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--early-stopping",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="stop once the validation loss stops improving and keep the best epoch "
+        "(default: the preset's, on for 'default')",
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="share of cells held out for validation (default: the preset's, 0.1 for "
+        "'default')",
+    )
+    parser.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="epochs without improvement before stopping (default: a tenth of the epochs)",
     )
     parser.add_argument(
         "--atac-weight",
@@ -398,6 +440,7 @@ def run_fit(options: FitOptions) -> FitResult:
         atac,
         gene_annotation=options.annotation,
         g2p=g2p,
+        preset=options.preset,
         n_latent=options.latent,
         n_hvg=options.hvg,
         atac_recon_weight=options.atac_weight,
@@ -405,21 +448,32 @@ def run_fit(options: FitOptions) -> FitResult:
     say(repr(model))
 
     trained = time.perf_counter()
-    model.fit(
-        max_epochs=options.epochs,
-        batch_size=options.batch_size,
-        device=options.device,
-        seed=options.seed,
-        progress=not options.quiet,
-        precision=options.precision,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_every=max(options.checkpoint_every, 1),
-        resume=options.resume,
-    )
+    try:
+        model.fit(
+            max_epochs=options.epochs,
+            early_stopping=options.early_stopping,
+            validation_fraction=options.validation_fraction,
+            patience=options.patience,
+            batch_size=options.batch_size,
+            device=options.device,
+            seed=options.seed,
+            progress=not options.quiet,
+            precision=options.precision,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=max(options.checkpoint_every, 1),
+            resume=options.resume,
+        )
+    except TrainingDivergedError as err:
+        if not model.is_trained or current_group().rank != 0:
+            raise
+        kept = model.save(options.out / MODEL_DIR)
+        raise TrainingDivergedError(
+            f"{err} That model is saved in {kept}.", err.last_good_epoch
+        ) from err
     train_seconds = time.perf_counter() - trained
     if current_group().rank != 0:  # the other ranks hold the same model; one writes it
         return FitResult(model, None, [], train_seconds, time.perf_counter() - started)
-    if len(model.history) > options.epochs:
+    if options.epochs is not None and len(model.history) > options.epochs:
         say(f"the checkpoint was already at epoch {len(model.history)}; nothing left to train")
 
     say("writing outputs")
@@ -557,6 +611,10 @@ def run_demo(args: argparse.Namespace) -> None:
         atac=inputs / "atac.h5ad",
         annotation=bed,
         epochs=args.epochs,
+        preset=args.preset,
+        early_stopping=args.early_stopping,
+        validation_fraction=args.validation_fraction,
+        patience=args.patience,
         hvg=args.hvg,
         atac_weight=args.atac_weight,
         device=args.device,

@@ -6,4 +6,9 @@ class FactVAEInputError(ValueError):
 
 
 class TrainingDivergedError(RuntimeError):
-    """A loss or gradient became non-finite; the message names the term, epoch and a hint."""
+    """Training kept producing non-finite losses or gradients after roll-backs; the message
+    names the epoch and a hint. The model keeps the weights of ``last_good_epoch``."""
+
+    def __init__(self, message: str, last_good_epoch: int = 0) -> None:
+        super().__init__(message)
+        self.last_good_epoch = last_good_epoch

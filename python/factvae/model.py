@@ -22,8 +22,23 @@ class UniformDropout(nn.Dropout):
         return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
 
 
+# Bounds of the encoders' log-variance: variances between 9e-14 and 3.3e6 (sd <= 1,808), so
+# exp never overflows float32 and the KL stays below 1.7e6 per dimension whatever the input.
+LOGVAR_BOUNDS = (-30.0, 15.0)
+
+
+def bounded_logvar(raw: torch.Tensor) -> torch.Tensor:
+    """``raw`` clamped to ``LOGVAR_BOUNDS`` in the forward pass, with the gradient passed
+    straight through: the KL term, evaluated at the bound, still pulls a head that has left
+    the range back (a plain clamp would give it no gradient at all). Inside the bounds the
+    value and gradient are exactly the unbounded ones."""
+    # (raw - raw.detach()) is exactly 0 with a gradient of 1, so the value is the clamp exactly
+    return raw.detach().clamp(*LOGVAR_BOUNDS) + (raw - raw.detach())
+
+
 class Encoder(nn.Module):
-    """MLP with ELU and dropout, then linear heads for the mean and log-variance (Eq. 2-4)."""
+    """MLP with ELU and dropout, then linear heads for the mean and log-variance (Eq. 2-4);
+    the log-variance is bounded by :func:`bounded_logvar`."""
 
     def __init__(self, sizes: list[int], n_latent: int, dropout: float) -> None:
         super().__init__()
@@ -38,7 +53,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.hidden(x)
-        mean, logvar = self.mean(h), self.logvar(h)
+        mean, logvar = self.mean(h), bounded_logvar(self.logvar(h))
         if self.training:
             z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
         else:

@@ -172,6 +172,7 @@ def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
 
 
 def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
+    """BH q-values; never below their p-value (``p * n / rank`` can round just under it)."""
     n = len(pvalues)
     if n == 0:
         return pvalues
@@ -179,7 +180,7 @@ def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
     ranked = pvalues[order] * n / np.arange(1, n + 1)
     qvalues = np.minimum.accumulate(ranked[::-1])[::-1]
     out = np.empty(n)
-    out[order] = np.minimum(qvalues, 1.0)
+    out[order] = np.minimum(np.maximum(qvalues, pvalues[order]), 1.0)
     return out
 
 

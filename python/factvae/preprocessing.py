@@ -1,7 +1,10 @@
 """Encoder inputs and size factors, all computed from sparse counts without densifying.
 
-RNA: seurat_v3 HVGs on counts, then PCA of log-normalised, scaled HVG expression.
+RNA: seurat_v3 HVGs on counts, then PCA of log-normalised, scaled HVG expression (scaled values
+clipped at 10 sd, as Seurat's ``ScaleData`` does, unless the authors' unclipped form is asked for).
 ATAC: TF-IDF, log1p of the scaled frequencies, truncated SVD, each cell's vector standardised.
+With bounded inputs (the default) the RNA scores are standardised per cell too, so every
+coordinate either encoder sees lies within +-sqrt(k - 1) for k components (+-9.95 for 100).
 The scaling and centring are applied implicitly inside the SVD, so no dense cells x genes copy
 is ever made; statistics and products run over row blocks (:mod:`factvae.rowsource`), so
 counts on disk are read a block at a time and never loaded whole.
@@ -10,6 +13,7 @@ counts on disk are read a block at a time and never loaded whole.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -141,6 +145,7 @@ class PCAProjection:
     mean: np.ndarray
     std: np.ndarray
     components: np.ndarray  # n_components x n_genes
+    clip: float = math.inf  # scaled values were clipped to +-clip before the PCA
 
 
 def log_normalise(counts: sp.csr_matrix, totals: np.ndarray, target_sum: float) -> sp.csr_matrix:
@@ -151,13 +156,24 @@ def log_normalise(counts: sp.csr_matrix, totals: np.ndarray, target_sum: float) 
     return normalised
 
 
+SCALE_CLIP = 10.0  # Seurat's ScaleData(scale.max = 10), scanpy's scale(max_value=10)
+
+
 def rna_pca(
-    hvg_counts: sp.csr_matrix, totals: np.ndarray, n_components: int, seed: int
+    hvg_counts: sp.csr_matrix,
+    totals: np.ndarray,
+    n_components: int,
+    seed: int,
+    clip: float = math.inf,
 ) -> tuple[np.ndarray, PCAProjection]:
-    """PCA of log-normalised, zero-mean unit-variance HVG expression.
+    """PCA of log-normalised, zero-mean unit-variance HVG expression, scaled values clipped
+    to +-``clip`` (as ``ScaleData`` does; without it a gene seen in 3 of 10,000 cells scales
+    to ~58 there and sends those cells' scores past 40).
 
     Cells are normalised by their total over all genes (``totals``) to the median total, as
-    scanpy's ``normalize_total`` does before HVG subsetting.
+    scanpy's ``normalize_total`` does before HVG subsetting. The clip acts on the stored
+    values only: a zero scales to -mean/sd, which is within -clip for any gene not expressed
+    in nearly every cell at one level.
     """
     target_sum = float(np.median(totals))
     logged = log_normalise(hvg_counts, totals, target_sum)
@@ -166,10 +182,14 @@ def rna_pca(
     n = logged.shape[0]
     std = np.sqrt(np.maximum(mean_sq - mean**2, 0) * n / max(n - 1, 1))
     std[std == 0] = 1.0
+    if math.isfinite(clip):
+        columns = logged.indices
+        np.clip(logged.data, (mean - clip * std)[columns], (mean + clip * std)[columns],
+                out=logged.data)  # fmt: skip
     u, singular, vt = randomized_svd(
         InMemoryRows(logged), n_components, seed, center=mean, scale=std
     )
-    return (u * singular).astype(np.float32), PCAProjection(target_sum, mean, std, vt)
+    return (u * singular).astype(np.float32), PCAProjection(target_sum, mean, std, vt, clip)
 
 
 @dataclass

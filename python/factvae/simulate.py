@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from .errors import FactVAEInputError
 
-__all__ = ["SimulatedMultiome", "simulate"]
+__all__ = ["PRESETS", "SimulatedMultiome", "simulate", "simulate_preset"]
 
 # Every peak sits alone in one slot of the genome, which makes overlaps impossible by construction.
 _SLOT = 1100
@@ -73,6 +73,13 @@ def simulate(
     rna_depth: int = 2000,
     peaks_per_gene: int = 4,
     seed: int = 0,
+    *,
+    n_batches: int = 1,
+    batch_depth_sd: float = 0.15,
+    log_fold: tuple[float, float] = _LOG_FOLD,
+    rna_rate_sd: float = _RNA_LOG_BASE_SD,
+    atac_access_sd: float = _ATAC_ACCESS_SD,
+    depth_sd: tuple[float, float] = (_RNA_DEPTH_SD, _ATAC_DEPTH_SD),
 ) -> SimulatedMultiome:
     """Simulate a multiome data set with planted cell types, programs and gene-peak links.
 
@@ -86,15 +93,26 @@ def simulate(
     ``n_genes`` simulated ones get their share (about 140 counts per cell at the defaults), so
     RNA sparsity is realistic (~85-90% zeros) whatever ``n_genes``. The same ``seed`` gives
     identical output.
+
+    The keyword-only knobs shape the data like a harder real set: ``n_batches`` sequencing
+    libraries (``obs['batch']``) whose depths differ by a log-normal factor of sd
+    ``batch_depth_sd`` in each modality; ``log_fold``, the range of a program's log-fold
+    change (smaller is harder to cluster); ``rna_rate_sd``, the spread of the genes' log rates
+    (larger gives a few very highly expressed genes and heavy counts); ``atac_access_sd``, the
+    spread of the peaks' log accessibility (larger gives many rare peaks); ``depth_sd``, the
+    sd of the cells' log depth in RNA and in ATAC. Their defaults give
+    the same output as before they existed; :func:`simulate_preset` names tuned combinations.
     """
     _check_arguments(
         n_cells, n_genes, n_peaks, n_cell_types, atac_density, rna_depth, peaks_per_gene, seed
     )
+    _check_shape_knobs(n_batches, batch_depth_sd, log_fold, rna_rate_sd, atac_access_sd, depth_sd)
     rng = np.random.default_rng(seed)
     type_names = [f"type{i + 1}" for i in range(n_cell_types)]
 
     cell_type = _cell_types(rng, n_cells, n_cell_types)
     activity = np.exp(rng.normal(0.0, _ACTIVITY_SD, n_cells))
+    batch, rna_depth_factor, atac_depth_factor = _batches(seed, n_cells, n_batches, batch_depth_sd)
     gene_program = _gene_programs(rng, n_genes, n_cell_types)
     n_regulated = int((gene_program >= 0).sum())
     if n_peaks < n_regulated * peaks_per_gene:
@@ -113,16 +131,25 @@ def simulate(
         {"cell_type": pd.Categorical.from_codes(cell_type, categories=type_names)},
         index=cell_names,
     )
+    if n_batches > 1:
+        batch_names = [f"batch{i + 1}" for i in range(n_batches)]
+        obs["batch"] = pd.Categorical.from_codes(batch, categories=batch_names)
     # Program -1 (housekeeping / background) indexes the trailing "none".
     program_labels = np.array([*type_names, "none"], dtype=object)
 
-    rna_x = _rna_counts(rng, cell_type, activity, gene_program, rna_depth)
+    rna_x = _rna_counts(
+        rng, cell_type, activity, gene_program, rna_depth * rna_depth_factor, log_fold,
+        rna_rate_sd, depth_sd[0],
+    )  # fmt: skip
     genes = layout.genes
     rna_var = pd.DataFrame(
         {"program": pd.Categorical(program_labels[gene_program], [*type_names, "none"])},
         index=pd.Index(genes["gene_name"].to_numpy(), name=None),
     )
-    atac_x = _atac_counts(rng, cell_type, activity, peak_program, n_cell_types, atac_density)
+    atac_x = _atac_counts(
+        rng, cell_type, activity, peak_program, n_cell_types, atac_density * atac_depth_factor,
+        log_fold, atac_access_sd, depth_sd[1],
+    )  # fmt: skip
     atac_var = pd.DataFrame(
         {
             "chrom": peaks["chrom"].to_numpy(),
@@ -201,7 +228,28 @@ def _check_arguments(
         )
 
 
-# --- truth: cell types, programs, genome -------------------------------------------------------
+def _check_shape_knobs(
+    n_batches: int,
+    batch_depth_sd: float,
+    log_fold: tuple[float, float],
+    rna_rate_sd: float,
+    atac_access_sd: float,
+    depth_sd: tuple[float, float],
+) -> None:
+    if isinstance(n_batches, bool) or not isinstance(n_batches, numbers.Integral) or n_batches < 1:
+        raise FactVAEInputError(f"n_batches must be an integer >= 1, got {n_batches!r}.")
+    for name, value in (("batch_depth_sd", batch_depth_sd), ("rna_rate_sd", rna_rate_sd),
+                        ("atac_access_sd", atac_access_sd), ("depth_sd[0]", depth_sd[0]),
+                        ("depth_sd[1]", depth_sd[1])):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+            raise FactVAEInputError(f"{name} must be a number >= 0, got {value!r}.")
+    if len(log_fold) != 2 or not 0 <= log_fold[0] <= log_fold[1]:
+        raise FactVAEInputError(
+            f"log_fold must be a (low, high) range with 0 <= low <= high, got {log_fold!r}."
+        )
+
+
+# --- truth: cell types, batches, programs, genome -------------------------------------------
 
 
 def _cell_types(rng: np.random.Generator, n_cells: int, n_types: int) -> np.ndarray:
@@ -209,6 +257,22 @@ def _cell_types(rng: np.random.Generator, n_cells: int, n_types: int) -> np.ndar
     proportions = rng.dirichlet(np.full(n_types, 4.0))
     sizes = 1 + rng.multinomial(n_cells - n_types, proportions)
     return rng.permutation(np.repeat(np.arange(n_types), sizes))
+
+
+def _batches(
+    seed: int, n_cells: int, n_batches: int, depth_sd: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each cell's library and its RNA and ATAC depth factors (all 1 for one library).
+
+    Drawn from their own stream, so adding libraries leaves every other draw of a seed as is.
+    """
+    ones = np.ones(n_cells)
+    if n_batches == 1:
+        return np.zeros(n_cells, dtype=np.int64), ones, ones
+    rng = np.random.default_rng([seed, 1])
+    batch = rng.choice(n_batches, n_cells, p=rng.dirichlet(np.full(n_batches, 200.0)))
+    rna_factor, atac_factor = np.exp(rng.normal(0.0, depth_sd, (2, n_batches)))
+    return batch, rna_factor[batch], atac_factor[batch]
 
 
 def _gene_programs(rng: np.random.Generator, n_genes: int, n_types: int) -> np.ndarray:
@@ -368,21 +432,24 @@ def _rna_counts(
     cell_type: np.ndarray,
     activity: np.ndarray,
     gene_program: np.ndarray,
-    rna_depth: int,
+    rna_depth: np.ndarray,
+    log_fold_range: tuple[float, float],
+    rate_sd: float,
+    depth_sd: float,
 ) -> sp.csr_matrix:
     """Gamma-Poisson (negative binomial) counts, drawn in chunks of cells to bound memory.
 
-    ``rna_depth`` is a cell's mean library size over its whole transcriptome; the simulated genes
+    ``rna_depth`` is each cell's mean library size over its whole transcriptome; the simulated genes
     are a sample of at least ``_TRANSCRIPTOME_GENES`` expressed genes, so per-gene means (and the
     ~85-90% zeros of droplet data) do not depend on ``n_genes``. Gene rates are log-normal.
     """
     n_cells, n_genes = len(cell_type), len(gene_program)
-    log_base = rng.normal(0.0, _RNA_LOG_BASE_SD, n_genes)
+    log_base = rng.normal(0.0, rate_sd, n_genes)
     log_base -= log_base.max()
     # Weight of the unsimulated rest of the transcriptome, which programs do not change.
     rest = np.exp(log_base).sum() * (max(n_genes, _TRANSCRIPTOME_GENES) / n_genes - 1.0)
-    log_fold = np.where(gene_program >= 0, rng.uniform(*_LOG_FOLD, n_genes), 0.0)
-    depth = rna_depth * np.exp(rng.normal(-0.5 * _RNA_DEPTH_SD**2, _RNA_DEPTH_SD, n_cells))
+    log_fold = np.where(gene_program >= 0, rng.uniform(*log_fold_range, n_genes), 0.0)
+    depth = rna_depth * np.exp(rng.normal(-0.5 * depth_sd**2, depth_sd, n_cells))
     shape = 1.0 / _RNA_DISPERSION
     chunk = max(1, _CHUNK_ENTRIES // n_genes)
     blocks = []
@@ -402,7 +469,10 @@ def _atac_counts(
     activity: np.ndarray,
     peak_program: np.ndarray,
     n_types: int,
-    density: float,
+    density: np.ndarray,
+    log_fold_range: tuple[float, float],
+    access_sd: float,
+    depth_sd: float,
 ) -> sp.csr_matrix:
     """Sparse ATAC counts sampled as fragments, in O(non-zeros) memory.
 
@@ -413,13 +483,13 @@ def _atac_counts(
     Fragments that land in the same peak add up, and a few entries get one extra count.
     """
     n_cells, n_peaks = len(cell_type), len(peak_program)
-    base = np.exp(rng.normal(0.0, _ATAC_ACCESS_SD, n_peaks))
-    extra = np.where(peak_program >= 0, np.expm1(rng.uniform(*_LOG_FOLD, n_peaks)), 0.0)
+    base = np.exp(rng.normal(0.0, access_sd, n_peaks))
+    extra = np.where(peak_program >= 0, np.expm1(rng.uniform(*log_fold_range, n_peaks)), 0.0)
     background = _Sampler(base)
     programs = [_Sampler(base * extra * (peak_program == t)) for t in range(n_types)]
     program_mass = np.array([sampler.total for sampler in programs])
 
-    scale = np.exp(rng.normal(-0.5 * _ATAC_DEPTH_SD**2, _ATAC_DEPTH_SD, n_cells))
+    scale = np.exp(rng.normal(-0.5 * depth_sd**2, depth_sd, n_cells))
     target = rng.binomial(n_peaks, np.clip(density * scale, 0.0, 0.95))
     program_weight = program_mass[cell_type] * activity
     mix = program_weight / (program_weight + background.total)
@@ -536,3 +606,71 @@ def _as_csr(matrix: sp.spmatrix) -> sp.csr_matrix:
     matrix.eliminate_zeros()
     matrix.sort_indices()
     return matrix
+
+
+# --- presets -----------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict] = {
+    # Shaped like a first real data set (SNARE-seq2 mouse cortex, 10,309 nuclei): 12 libraries,
+    # 14 types, low RNA depth with a few very highly expressed genes, sparse ATAC with many
+    # rare peaks. The statistics it was checked against are in ``REAL_SCALE_TARGETS``.
+    "real_scale": dict(
+        n_cells=10_309,
+        n_genes=1_677,
+        n_peaks=25_734,
+        n_cell_types=14,
+        atac_density=0.0038,
+        rna_depth=2_200,
+        peaks_per_gene=2,
+        n_batches=12,
+        batch_depth_sd=0.15,
+        log_fold=(0.6, 1.2),
+        rna_rate_sd=2.5,
+        atac_access_sd=1.5,
+        depth_sd=(0.55, 0.6),
+    ),
+}
+
+
+def simulate_preset(name: str, seed: int = 0, **overrides) -> SimulatedMultiome:
+    """:func:`simulate` with a named set of arguments from ``PRESETS`` (``overrides`` win)."""
+    if name not in PRESETS:
+        raise FactVAEInputError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+    return simulate(**{**PRESETS[name], "seed": seed, **overrides})
+
+
+def count_statistics(sim: SimulatedMultiome) -> dict[str, float]:
+    """The statistics a real data set is described by, to check a preset against it."""
+    rna, atac = sp.csr_matrix(sim.rna.X), sp.csr_matrix(sim.atac.X)
+    rna_depth = np.asarray(rna.sum(axis=1)).ravel()
+    atac_depth = np.asarray(atac.sum(axis=1)).ravel()
+    cells_per_peak = np.diff(atac.tocsc().indptr)
+    stats = {
+        "cells": rna.shape[0],
+        "genes": rna.shape[1],
+        "rna_median_umis": float(np.median(rna_depth)),
+        "rna_umis_p5": float(np.percentile(rna_depth, 5)),
+        "rna_umis_p95": float(np.percentile(rna_depth, 95)),
+        "rna_nonzero_pct": 100.0 * rna.nnz / np.prod(rna.shape),
+        "rna_max_count": float(rna.data.max()),
+        "peaks": atac.shape[1],
+        "atac_median_counts": float(np.median(atac_depth)),
+        "atac_counts_p5": float(np.percentile(atac_depth, 5)),
+        "atac_counts_p95": float(np.percentile(atac_depth, 95)),
+        "atac_nonzero_pct": 100.0 * atac.nnz / np.prod(atac.shape),
+        "atac_max_count": float(atac.data.max()),
+        "median_cells_per_peak": float(np.median(cells_per_peak)),
+        "empty_peaks": int((cells_per_peak == 0).sum()),
+    }
+    if "batch" in sim.rna.obs:
+        batch = sim.rna.obs["batch"].to_numpy()
+        sizes = pd.Series(batch).value_counts()
+        medians = pd.Series(rna_depth).groupby(batch).median()
+        stats.update(
+            batches=len(sizes),
+            batch_cells_min=int(sizes.min()),
+            batch_cells_max=int(sizes.max()),
+            batch_rna_median_min=float(medians.min()),
+            batch_rna_median_max=float(medians.max()),
+        )
+    return stats

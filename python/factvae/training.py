@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from dataclasses import dataclass
@@ -23,11 +24,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Authors' defaults: RNA recon 0.1, ATAC recon 0.002, KL 0.001, alpha 1 (Eq. 1, 13)."""
+    """Weights of Eq. 1 and 13: each modality's reconstruction and KL, and alpha. The
+    authors' are RNA recon 0.1, ATAC recon 0.002, KL 0.001 for both, alpha 1."""
 
     rna_recon: float = 0.1
     atac_recon: float = 0.002
-    kl: float = 0.001
+    rna_kl: float = 0.001
+    atac_kl: float = 0.001
     regulatory: float = 1.0
 
 
@@ -39,6 +42,54 @@ class OptimiserSettings:
     ssa_lr: float = 5e-4
     lr_decay: float = 0.995
     grad_clip: float | None = None
+
+
+BAD_STEPS_IN_A_ROW = 3  # failed updates in a row that abandon an epoch (it is rolled back)
+MAX_ROLLBACKS = 3  # roll-backs in a row before training gives up
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long to train, on which cells, and when to stop (resolved by ``FactVAE.fit``)."""
+
+    max_epochs: int
+    train_cells: np.ndarray
+    validation_cells: np.ndarray
+    early_stopping: bool
+    patience: int
+
+
+class EarlyStopping:
+    """Stops after ``patience`` epochs without a lower monitored loss; keeps the best weights."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best = math.inf
+        self.best_epoch = 0
+        self.wait = 0
+        self.best_network: dict | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.wait >= self.patience
+
+    def update(self, loss: float, trainer: Trainer) -> None:
+        if loss < self.best:
+            self.best, self.best_epoch, self.wait = loss, trainer.epoch, 0
+            self.best_network = copy.deepcopy(trainer.network.state_dict())
+        else:
+            self.wait += 1
+
+    def state(self) -> dict:
+        return {"patience": self.patience, "best": self.best, "best_epoch": self.best_epoch,
+                "wait": self.wait, "best_network": self.best_network}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict) -> EarlyStopping:
+        stopper = cls(int(state["patience"]))
+        stopper.best, stopper.best_epoch = float(state["best"]), int(state["best_epoch"])
+        stopper.wait, stopper.best_network = int(state["wait"]), state["best_network"]
+        return stopper
 
 
 @dataclass
@@ -199,6 +250,9 @@ class Trainer:
         ]
         self.epoch = 0
         self.history: list[dict[str, float]] = []
+        self.skipped_steps = 0
+        self.rollbacks = 0
+        self.stopper: EarlyStopping | None = None
 
     def joint_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Eq. 1 for each modality plus the regulatory term of Eq. 13."""
@@ -224,105 +278,201 @@ class Trainer:
         w = self.weights
         return (
             w.rna_recon * terms["rna_nll"]
-            + w.kl * terms["rna_kl"]
+            + w.rna_kl * terms["rna_kl"]
             + w.atac_recon * terms["atac_nll"]
-            + w.kl * terms["atac_kl"]
+            + w.atac_kl * terms["atac_kl"]
             + w.regulatory * torch.exp(terms["regulatory"])
         )
 
-    def step(self, batch: Batch) -> dict[str, float]:
+    def step(self, batch: Batch) -> dict[str, float] | None:
+        """One joint update and one SSA update; ``None`` when the joint update was skipped.
+
+        An update whose loss or gradient is not finite is skipped: the parameters and the
+        optimiser's state stay as they were, and the step is counted (``skipped_steps``). The
+        decision is taken after gradients are averaged, so every process skips together.
+        """
         self.network.train()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
             terms = self.joint_terms(batch)
             joint = self.joint_loss(terms)
-        self._check_finite({**terms, "joint": joint})
-        self.joint_optimiser.zero_grad(set_to_none=True)
-        joint.backward()
-        self.group.average_gradients(list(self.network.parameters()))
-        self._check_gradients("joint", list(self.network.parameters()))
-        self.joint_optimiser.step()
+        parameters = list(self.network.parameters())
+        if not self._update(self.joint_optimiser, joint, parameters):
+            return None
+        values = {name: float(value.detach()) for name, value in terms.items()}
+        values["joint"] = float(joint.detach())
 
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
             with torch.no_grad():  # the RNA side is a fixed teacher
                 z_teacher = self.network.rna_encoder(batch.rna_rep)[2]
             ssa = ssa_loss(z_teacher, self.network.atac_encoder(batch.atac_rep)[2])
-        self._check_finite({"ssa": ssa})
-        self.ssa_optimiser.zero_grad(set_to_none=True)
-        ssa.backward()
-        self.group.average_gradients(list(self.network.atac_encoder.parameters()))
-        self._check_gradients("ssa", list(self.network.atac_encoder.parameters()))
-        self.ssa_optimiser.step()
-        values = {name: float(value.detach()) for name, value in terms.items()}
-        values["joint"] = float(joint.detach())
-        values["ssa"] = float(ssa.detach())
+        if self._update(self.ssa_optimiser, ssa, list(self.network.atac_encoder.parameters())):
+            values["ssa"] = float(ssa.detach())
         return values
 
-    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
-        for name, value in terms.items():
-            if not math.isfinite(float(value.detach())):
-                raise TrainingDivergedError(
-                    f"The {name} loss became {float(value.detach())} at epoch {self.epoch + 1}. "
-                    "Lower the learning rate (lr=), check the counts for extreme values, or set "
-                    "grad_clip= to clip gradients."
-                )
-
-    def _check_gradients(self, phase: str, parameters: list[torch.nn.Parameter]) -> None:
-        """Stop on a non-finite gradient; clip to ``grad_clip`` when it is set."""
+    def _update(
+        self, optimiser: torch.optim.Optimizer, loss: torch.Tensor, parameters: list
+    ) -> bool:
+        """Backward and step, unless the loss or the gradient norm is not finite; clips to
+        ``grad_clip`` when it is set. Returns whether the update was made."""
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.group.average_gradients(parameters)
         norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
-        if not math.isfinite(float(norm)):
-            raise TrainingDivergedError(
-                f"The gradients of the {phase} step became non-finite at epoch {self.epoch + 1}. "
-                "Lower the learning rate (lr=) or set grad_clip= to clip gradients."
-            )
+        finite = math.isfinite(self.group.average(float(loss.detach()))) and math.isfinite(
+            float(norm)
+        )
+        if not finite:
+            optimiser.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            return False
         if self.optim.grad_clip is not None:
             torch.nn.utils.clip_grads_with_norm_(parameters, self.optim.grad_clip, norm)
+        optimiser.step()
+        return True
 
-    def run_epoch(self, data: TrainingData, batch_size: int, rng: np.random.Generator) -> dict:
-        """One pass over this rank's cells (all cells when training alone)."""
+    def run_epoch(
+        self,
+        data: TrainingData,
+        train_cells: np.ndarray,
+        batch_size: int,
+        rng: np.random.Generator,
+    ) -> dict[str, float] | None:
+        """One pass over this process's share of ``train_cells``; ``None`` when the epoch was
+        abandoned because its steps kept failing (``BAD_STEPS_IN_A_ROW`` in a row, or more
+        than a tenth of them), so the caller can roll back."""
         sums: dict[str, float] = {}
-        cells = self.group.shard(data.n_cells)
+        counts: dict[str, int] = {}
+        cells = train_cells[self.group.shard(len(train_cells))]
         batches = [cells[b] for b in minibatches(len(cells), batch_size, rng)]
+        in_a_row = skipped = 0
         for index in batches:
-            for name, value in self.step(make_batch(data, index, self.device)).items():
+            values = self.step(make_batch(data, index, self.device))
+            if values is None:
+                skipped += 1
+                in_a_row += 1
+                if in_a_row >= BAD_STEPS_IN_A_ROW or skipped > max(1, len(batches) // 10):
+                    return None
+                continue
+            in_a_row = 0
+            for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + value
+                counts[name] = counts.get(name, 0) + 1
         for scheduler in self.schedulers:
             scheduler.step()
         self.epoch += 1
-        record = {name: self.group.average(total / len(batches)) for name, total in sums.items()}
+        record = {name: self.group.average(total / counts[name]) for name, total in sums.items()}
+        if skipped:
+            record["skipped_steps"] = float(skipped)
         self.history.append(record)
         return record
+
+    @torch.no_grad()
+    def validation_loss(self, data: TrainingData, cells: np.ndarray, batch_size: int) -> float:
+        """The joint loss (Eq. 13) of held-out cells, at the posterior means (no dropout, no
+        sampling), averaged over cells: what early stopping watches."""
+        self.network.eval()
+        total = 0.0
+        for start in range(0, len(cells), batch_size):
+            index = cells[start : start + batch_size]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
+                joint = self.joint_loss(self.joint_terms(make_batch(data, index, self.device)))
+            total += float(joint) * len(index)
+        self.network.train()
+        return total / len(cells)
 
     def fit(
         self,
         data: TrainingData,
-        max_epochs: int,
+        schedule: Schedule,
         batch_size: int,
         seed: int,
         progress: bool,
         checkpoint: CheckpointPolicy | None = None,
     ) -> None:
-        """Train until ``max_epochs``; resumes from the checkpoint's epoch when one is loaded."""
+        """Train until ``schedule.max_epochs`` or until early stopping; resumes from the
+        checkpoint's epoch when one is loaded.
+
+        Every finished epoch is kept as the last good state. An epoch whose steps keep failing
+        is rolled back to it with the learning rates halved (halved again at each further
+        failure); after ``MAX_ROLLBACKS`` failures in a row the last good state is restored
+        and :class:`TrainingDivergedError` raised, so the network is usable beside the error.
+        With early stopping the weights of the best epoch are restored at the end.
+        """
         rng = np.random.default_rng([seed, self.group.rank] if self.group.active else seed)
         if checkpoint is not None:
             rng = checkpoint.restore(self, rng)
-        epochs = range(self.epoch, max_epochs)
-        bar = _progress_bar(epochs, progress and self.group.rank == 0, self.device)
+        stopper = self.stopper = self.stopper or EarlyStopping(schedule.patience)
+        bar = _progress_bar(range(self.epoch, schedule.max_epochs), progress and
+                            self.group.rank == 0, self.device)  # fmt: skip
+        good = self._snapshot()
+        failures = 0
         with reuse_freed_memory():
-            for _ in bar:
-                record = self.run_epoch(data, batch_size, rng)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(
-                        rna=f"{record['rna_nll']:.1f}",
-                        atac=f"{record['atac_nll']:.1f}",
-                        reg=f"{record['regulatory']:.3f}",
-                        ssa=f"{record['ssa']:.3f}",
+            while self.epoch < schedule.max_epochs and not stopper.stopped:
+                record = self.run_epoch(data, schedule.train_cells, batch_size, rng)
+                if record is None:
+                    failures += 1
+                    self._restore(good)
+                    if failures > MAX_ROLLBACKS:
+                        raise TrainingDivergedError(
+                            f"Training kept failing at epoch {self.epoch + 1}: non-finite losses "
+                            f"or gradients after {MAX_ROLLBACKS} roll-backs with the learning "
+                            f"rate halved each time ({self.skipped_steps} steps skipped). The "
+                            f"model keeps the weights of epoch {self.epoch}, the last good one. "
+                            "Check the counts for extreme values, or lower lr= or set "
+                            "grad_clip=.",
+                            last_good_epoch=self.epoch,
+                        )
+                    self._scale_learning_rates(0.5**failures)
+                    self.rollbacks += 1
+                    continue
+                failures = 0
+                monitored = record["joint"]
+                if len(schedule.validation_cells):
+                    monitored = record["validation"] = self.validation_loss(
+                        data, schedule.validation_cells, batch_size
                     )
+                if schedule.early_stopping:
+                    stopper.update(monitored, self)
+                good = self._snapshot()
+                _show_progress(bar, record)
                 if (
                     checkpoint is not None
                     and self.group.rank == 0
-                    and checkpoint.due(self.epoch, max_epochs)
+                    and (checkpoint.due(self.epoch, schedule.max_epochs) or stopper.stopped)
                 ):
                     checkpoint.save(self, rng)
+        if hasattr(bar, "close"):
+            bar.close()
+        if schedule.early_stopping and stopper.best_network is not None:
+            self.network.load_state_dict(stopper.best_network)
+
+    def _snapshot(self) -> dict:
+        """The state to roll back to: network, optimisers, schedulers, epoch (copies)."""
+        return copy.deepcopy(
+            {
+                "network": self.network.state_dict(),
+                "optimisers": [o.state_dict() for o in self.optimisers],
+                "schedulers": [s.state_dict() for s in self.schedulers],
+                "epoch": self.epoch,
+            }
+        )
+
+    def _restore(self, snapshot: dict) -> None:
+        self.network.load_state_dict(snapshot["network"])
+        for optimiser, saved in zip(self.optimisers, snapshot["optimisers"]):
+            optimiser.load_state_dict(copy.deepcopy(saved))
+        for scheduler, saved in zip(self.schedulers, snapshot["schedulers"]):
+            scheduler.load_state_dict(saved)
+        self.epoch = snapshot["epoch"]
+
+    def _scale_learning_rates(self, factor: float) -> None:
+        for optimiser in self.optimisers:
+            for group in optimiser.param_groups:
+                group["lr"] *= factor
+
+    @property
+    def optimisers(self) -> list[torch.optim.Optimizer]:
+        return [self.joint_optimiser, self.ssa_optimiser]
 
     def state(self, rng: np.random.Generator) -> dict:
         """Everything needed to continue training exactly where it stopped."""
@@ -335,6 +485,9 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": rng.bit_generator.state,
             "history": self.history,
+            "early_stopping": None if self.stopper is None else self.stopper.state(),
+            "skipped_steps": self.skipped_steps,
+            "rollbacks": self.rollbacks,
         }
 
     def load_state(self, state: dict) -> np.random.Generator:
@@ -345,10 +498,25 @@ class Trainer:
             scheduler.load_state_dict(saved)
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
+        if state.get("early_stopping") is not None:
+            self.stopper = EarlyStopping.from_state(state["early_stopping"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.rollbacks = int(state.get("rollbacks", 0))
         torch.set_rng_state(state["torch_rng"])
         rng = np.random.default_rng()
         rng.bit_generator.state = state["numpy_rng"]
         return rng
+
+
+def _show_progress(bar: object, record: dict[str, float]) -> None:
+    if not hasattr(bar, "set_postfix"):
+        return
+    shown = {"rna": f"{record['rna_nll']:.1f}", "atac": f"{record['atac_nll']:.1f}",
+             "reg": f"{record['regulatory']:.3f}"}  # fmt: skip
+    if "validation" in record:
+        shown["val"] = f"{record['validation']:.3f}"
+    bar.set_postfix(shown)
+    bar.update(1)
 
 
 def _progress_bar(epochs: range, progress: bool, device: torch.device):
@@ -356,4 +524,4 @@ def _progress_bar(epochs: range, progress: bool, device: torch.device):
         return epochs
     from tqdm.auto import tqdm
 
-    return tqdm(epochs, desc=f"FactVAE on {device}", unit="epoch")
+    return tqdm(total=len(epochs), desc=f"FactVAE on {device}", unit="epoch")

@@ -115,7 +115,7 @@ def _cases(sim):
         "dropout of 1": (dict(dropout=1.0), "dropout"),
         "absurd learning rate": (dict(lr=50.0), "far too large"),
         "negative learning rate": (dict(lr=-1e-3), "lr must be"),
-        "negative KL weight": (dict(kl_weight=-1), "kl_weight"),
+        "negative KL weight": (dict(rna_kl_weight=-1), "rna_kl_weight"),
         "unknown setting": (dict(n_latnet=10), "Unknown setting"),
         "negative upstream": (dict(upstream=-5), "upstream"),
     }

@@ -343,3 +343,19 @@ def test_console_script_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fit", "--help"]) == 0
     printed = capsys.readouterr().out
     assert "embeddings.tsv.gz" in printed and "--resume" in printed
+
+
+def test_schedule_options_follow_the_python_names() -> None:
+    from factvae.cli import FitOptions, build_parser
+
+    base = ["fit", "--rna", "r.h5ad", "--atac", "a.h5ad", "--annotation", "g.bed", "--out", "o"]
+    defaults = FitOptions.from_args(build_parser().parse_args(base))
+    assert (defaults.epochs, defaults.preset, defaults.early_stopping) == (None, "default", None)
+    assert defaults.validation_fraction is None and defaults.patience is None
+    chosen = FitOptions.from_args(build_parser().parse_args([
+        *base, "--preset", "paper", "--max-epochs", "40", "--no-early-stopping",
+        "--validation-fraction", "0.2", "--patience", "7",
+    ]))  # fmt: skip
+    assert (chosen.preset, chosen.epochs, chosen.early_stopping) == ("paper", 40, False)
+    assert (chosen.validation_fraction, chosen.patience) == (0.2, 7)
+    assert FitOptions.from_args(build_parser().parse_args([*base, "--epochs", "9"])).epochs == 9

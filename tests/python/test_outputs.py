@@ -170,3 +170,14 @@ def test_augmented_atac_streams_to_h5ad(trained, tmp_path, threshold):
     want = expected.toarray() if sp.issparse(expected) else expected
     assert sp.issparse(written.X) == (threshold is not None)
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_qvalues_are_never_below_their_pvalues():
+    """p * n / rank can round one ulp under p; the q-value is clipped to its p-value."""
+    from factvae.outputs import benjamini_hochberg
+
+    pvalues = np.random.default_rng(0).uniform(size=20_000)
+    naive = pvalues * len(pvalues) / len(pvalues)
+    assert (naive < pvalues).any()  # the rounding this guards against happens here
+    qvalues = benjamini_hochberg(pvalues)
+    assert (qvalues >= pvalues).all() and (qvalues <= 1).all()

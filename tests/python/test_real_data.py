@@ -17,8 +17,19 @@ def _kmeans(embedding: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def snare_model(snare):
     rna, atac, genes = snare
-    model = factvae.FactVAE(rna, atac, gene_annotation=genes)  # the authors' defaults
-    return model.fit(max_epochs=300, seed=0, progress=False)
+    model = factvae.FactVAE(rna, atac, gene_annotation=genes, preset="paper")  # the authors'
+    return model.fit(seed=0, progress=False)
+
+
+def test_the_defaults_stop_by_themselves_and_cluster_the_cell_lines(snare):
+    """The default schedule: 10% held out, early stopping, at most 200 epochs here."""
+    rna, atac, genes = snare
+    model = factvae.FactVAE(rna, atac, gene_annotation=genes).fit(seed=0, progress=False)
+    summary = model.training_summary
+    assert summary["max_epochs"] == 200 and summary["validation_cells"] == 105
+    assert len(model.history) <= 200 and summary["skipped_steps"] == 0
+    labels = rna.obs["cell_type"].to_numpy()
+    assert adjusted_rand_score(labels, _kmeans(model.get_latent("joint"))) >= 0.94
 
 
 def test_prior_matches_the_design_cross_check(snare):

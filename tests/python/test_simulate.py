@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+import factvae
 from factvae.errors import FactVAEInputError
 from factvae.simulate import SimulatedMultiome, simulate
 
@@ -269,3 +270,33 @@ def test_result_round_trips_through_h5ad(sim: SimulatedMultiome, tmp_path) -> No
 def test_bad_arguments_raise_input_error(kwargs: dict, name: str) -> None:
     with pytest.raises(FactVAEInputError, match=name):
         simulate(**kwargs)
+
+
+def test_real_scale_preset_has_the_statistics_of_the_real_set_it_imitates() -> None:
+    """Within a factor the issue's SNARE-seq2 cortex numbers (benchmarks/real_scale.py prints
+    both): low RNA depth with heavy counts, very sparse ATAC with many rare peaks, 12 libraries."""
+    from factvae.simulate import count_statistics
+
+    sim = factvae.simulate_preset("real_scale", seed=0)
+    stats = count_statistics(sim)
+    assert (stats["cells"], stats["genes"], stats["peaks"]) == (10_309, 1_677, 25_734)
+    assert sim.rna.obs["cell_type"].nunique() == 14 and stats["batches"] == 12
+    assert 200 <= stats["rna_median_umis"] <= 300  # real: 247
+    assert stats["rna_umis_p95"] / stats["rna_umis_p5"] > 5  # real: 696 / 88
+    assert 5 <= stats["rna_nonzero_pct"] <= 8  # real: 6.4
+    assert stats["rna_max_count"] >= 300  # real: 525
+    assert 0.3 <= stats["atac_nonzero_pct"] <= 0.45  # real: 0.38
+    assert 60 <= stats["atac_median_counts"] <= 110  # real: 83
+    assert 10 <= stats["median_cells_per_peak"] <= 22  # real: 16
+    assert 500 <= stats["empty_peaks"] <= 2000  # real: 990
+    assert stats["batch_rna_median_max"] / stats["batch_rna_median_min"] > 1.3  # real: 326 / 213
+    assert 600 <= stats["batch_cells_min"] <= stats["batch_cells_max"] <= 1100
+
+
+def test_batch_knobs_leave_the_default_output_unchanged() -> None:
+    plain = factvae.simulate(n_cells=200, n_genes=100, n_peaks=1000, seed=3)
+    batched = factvae.simulate(n_cells=200, n_genes=100, n_peaks=1000, seed=3, n_batches=1)
+    assert (plain.rna.X != batched.rna.X).nnz == 0 and (plain.atac.X != batched.atac.X).nnz == 0
+    several = factvae.simulate(n_cells=200, n_genes=100, n_peaks=1000, seed=3, n_batches=3)
+    assert several.rna.obs["batch"].nunique() == 3
+    assert "batch" not in plain.rna.obs

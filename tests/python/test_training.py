@@ -8,7 +8,7 @@ import factvae
 from conftest import SMALL_SETTINGS
 from factvae import FactVAEInputError, TrainingDivergedError
 from factvae.checkpoints import CHECKPOINT_FILE
-from factvae.training import minibatches, select_device
+from factvae.training import Trainer, minibatches, select_device
 
 
 def _model(sim, **extra):
@@ -29,7 +29,7 @@ def test_same_seed_same_model_bit_for_bit(sim):
 def test_history_has_every_term_per_epoch(trained):
     assert len(trained.history) == 15
     assert set(trained.history[0]) == {
-        "rna_nll", "rna_kl", "atac_nll", "atac_kl", "regulatory", "joint", "ssa",
+        "rna_nll", "rna_kl", "atac_nll", "atac_kl", "regulatory", "joint", "ssa", "validation",
     }  # fmt: skip
     first, last = trained.history[0], trained.history[-1]
     assert last["joint"] < first["joint"]
@@ -53,15 +53,21 @@ def test_minibatches_drop_the_partial_batch_only_when_there_is_a_full_one():
     assert [len(b) for b in minibatches(50, 128, rng)] == [50]
 
 
-def test_non_finite_loss_names_the_term_and_epoch(sim):
-    huge = np.full((sim.rna.n_obs, 20), 1e30, dtype=np.float32)
-    model = factvae.FactVAE(
-        sim.rna, sim.atac, gene_annotation=sim.genes, rna_rep=huge, **SMALL_SETTINGS
-    )
-    with pytest.raises(
-        TrainingDivergedError, match=r"(rna|joint).* at epoch 1\. Lower the learning rate"
-    ):
+def test_an_input_that_always_overflows_raises_after_roll_backs(sim):
+    """Unbounded inputs (the paper preset) of 1e30 overflow every step: each epoch is rolled
+    back until training gives up with an error that names the epoch; bounded inputs (the
+    default) standardise the same input and train."""
+    rng = np.random.default_rng(0)
+    huge = (rng.standard_normal((sim.rna.n_obs, 20)) * 1e30).astype(np.float32)
+    settings = {**SMALL_SETTINGS, "rna_rep": huge}
+    model = factvae.FactVAE(sim.rna, sim.atac, gene_annotation=sim.genes, preset="paper",
+                            **settings)  # fmt: skip
+    with pytest.raises(TrainingDivergedError, match=r"kept failing at epoch 1: non-finite"):
         model.fit(max_epochs=2, batch_size=64, progress=False)
+    assert not model.is_trained  # no epoch was good: nothing usable to keep
+    bounded = factvae.FactVAE(sim.rna, sim.atac, gene_annotation=sim.genes, **settings)
+    bounded.fit(max_epochs=2, batch_size=64, progress=False)
+    assert bounded.training_summary["skipped_steps"] == 0
 
 
 def test_progress_bar_reports_device(sim, capsys):
@@ -81,17 +87,21 @@ def test_device_selection():
         select_device("tpu9")
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(sim, tmp_path):
+def test_interrupted_and_resumed_equals_uninterrupted(sim, tmp_path, monkeypatch):
     straight = _model(sim).fit(max_epochs=6, batch_size=64, seed=3, progress=False)
     checkpoints = tmp_path / "ckpt"
-    _model(sim).fit(
-        max_epochs=4,
-        batch_size=64,
-        seed=3,
-        progress=False,
-        checkpoint_dir=checkpoints,
-        checkpoint_every=2,
-    )  # fmt: skip  (stops at epoch 4, as a killed run would after its last checkpoint)
+    run_epoch = Trainer.run_epoch
+
+    def killed_after_epoch_4(self, *args):
+        if self.epoch == 4:
+            raise KeyboardInterrupt
+        return run_epoch(self, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "run_epoch", killed_after_epoch_4)
+        with pytest.raises(KeyboardInterrupt):
+            _model(sim).fit(max_epochs=6, batch_size=64, seed=3, progress=False,
+                            checkpoint_dir=checkpoints, checkpoint_every=2)  # fmt: skip
     assert torch.load(checkpoints / CHECKPOINT_FILE, weights_only=True)["epoch"] == 4
     resumed = _model(sim).fit(
         max_epochs=6, batch_size=64, seed=3, progress=False,
@@ -99,6 +109,17 @@ def test_interrupted_and_resumed_equals_uninterrupted(sim, tmp_path):
     )  # fmt: skip
     assert np.array_equal(resumed.get_latent(), straight.get_latent())
     assert resumed.history == straight.history
+
+
+def test_resume_false_starts_again_from_scratch(sim, tmp_path):
+    checkpoints = tmp_path / "ckpt"
+    _model(sim).fit(max_epochs=3, batch_size=64, seed=3, progress=False,
+                    checkpoint_dir=checkpoints, checkpoint_every=1)  # fmt: skip
+    fresh = _model(sim).fit(max_epochs=2, batch_size=64, seed=3, progress=False,
+                            checkpoint_dir=checkpoints, resume=False)  # fmt: skip
+    assert len(fresh.history) == 2  # a resumed run would have found epoch 3 done already
+    plain = _model(sim).fit(max_epochs=2, batch_size=64, seed=3, progress=False)
+    assert np.array_equal(fresh.get_latent(), plain.get_latent())
 
 
 def test_fit_argument_errors(sim):
@@ -110,7 +131,7 @@ def test_fit_argument_errors(sim):
         model.get_latent()
 
 
-def test_gradient_clipping_bounds_the_joint_gradient(sim):
+def test_gradient_clipping_bounds_the_joint_gradient_and_bad_updates_are_skipped(sim):
     from factvae.model import FactVAENetwork
     from factvae.training import LossWeights, OptimiserSettings, Trainer
 
@@ -123,15 +144,20 @@ def test_gradient_clipping_bounds_the_joint_gradient(sim):
         torch.device("cpu"),
     )
     parameters = list(trainer.network.parameters())
-    for p in parameters:
-        p.grad = torch.full_like(p, 3.0)
-    trainer._check_gradients("joint", parameters)
+    before = [p.detach().clone() for p in parameters]
+    loss = sum((3.0 * p).sum() for p in parameters)  # every gradient entry is 3
+    assert trainer._update(trainer.joint_optimiser, loss, parameters)
     total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters]))
     assert abs(float(total) - 0.5) < 1e-4
-    for p in parameters:
-        p.grad[...] = float("nan")
-    with pytest.raises(TrainingDivergedError, match="gradients of the joint step"):
-        trainer._check_gradients("joint", parameters)
+    moved = [p.detach().clone() for p in parameters]
+    assert not all(torch.equal(a, b) for a, b in zip(before, moved))
+    state = {k: v.clone() for k, v in trainer.joint_optimiser.state[parameters[0]].items()}
+    bad = sum((p * float("nan")).sum() for p in parameters)
+    assert not trainer._update(trainer.joint_optimiser, bad, parameters)
+    assert trainer.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(moved, parameters))  # untouched
+    for key, value in trainer.joint_optimiser.state[parameters[0]].items():
+        assert torch.equal(value, state[key])
     assert OptimiserSettings().grad_clip is None
 
 

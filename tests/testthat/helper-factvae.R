@@ -33,6 +33,28 @@ skip_unless_full_tests <- function() {
 
 fixtures <- new.env(parent = emptyenv())
 
+# One layer (SeuratObject 5) or slot (SeuratObject 4) of an assay, through the package's own
+# reader: GetAssayData(slot = ) is defunct in SeuratObject 5.3.
+layer_data <- function(object, assay, layer) {
+  .layer(object[[assay]], layer)
+}
+
+skip_unless_seurat_object_5 <- function() {
+  skip_if_not(.has_layers(), "needs SeuratObject 5 (LayerData, Assay5)")
+}
+
+# Where an R object lives in memory: two slots holding one matrix give the same address.
+address <- function(x) {
+  sub(" .*", "", utils::capture.output(.Internal(inspect(x, 0L)))[1])
+}
+
+# Whether the counts and data slots of a (v3 or Chromatin) assay hold one matrix in memory. Read
+# with slot(): SeuratObject 5's LayerData() returns a new copy at each call.
+shares_counts_and_data <- function(object, assay) {
+  identical(address(methods::slot(object[[assay]], "counts")),
+            address(methods::slot(object[[assay]], "data")))
+}
+
 cached <- function(name, make) {
   if (is.null(fixtures[[name]])) fixtures[[name]] <- make()
   fixtures[[name]]
@@ -65,7 +87,7 @@ simulated_fit <- function() {
     # It warns about features without counts (tested in test-run-factvae.R).
     fit <- suppressWarnings(RunFactVAE(
       object, annotation = SeuratObject::Misc(object, "annotation"), n.latent = 10, n.hvg = 300,
-      epochs = 5, augment = TRUE, links = TRUE, link.pvalue = 1, seed = 1, verbose = FALSE))
+      max.epochs = 5, augment = TRUE, links = TRUE, link.pvalue = 1, seed = 1, verbose = FALSE))
     list(input = object, fit = fit)
   })
 }
@@ -80,7 +102,7 @@ real_fit <- function() {
   cached("real.fit", function() {
     object <- real_object()
     suppressWarnings(RunFactVAE(
-      object, annotation = SeuratObject::Misc(object, "annotation"), epochs = 100,
+      object, annotation = SeuratObject::Misc(object, "annotation"), max.epochs = 100,
       augment = TRUE, augment.threshold = 0.05, links = TRUE, verbose = FALSE))
   })
 }

@@ -16,7 +16,9 @@ test_that("an interrupt during RunFactVAE returns control to R, object unchanged
   })
   session$call(function() {
     suppressWarnings(RunFactVAE(object, annotation = SeuratObject::Misc(object, "annotation"),
-                                n.latent = 5, n.hvg = 100, epochs = 100000, verbose = FALSE))
+                                n.latent = 5, n.hvg = 100, max.epochs = 100000,
+                                early.stopping = FALSE,
+                                verbose = FALSE))
   })
   Sys.sleep(15)  # past Python start-up and preprocessing: inside the training loop
   expect_identical(session$get_state(), "busy")

@@ -5,9 +5,9 @@ test_that("SimulateMultiome gives RNA and ATAC counts, cell types and the annota
   skip_if_no_core()
   object <- simulated_fit()$input
   expect_identical(SeuratObject::Assays(object), c("RNA", "ATAC"))
-  expect_identical(ncol(object), 300L)
+  expect_equal(ncol(object), 300)  # a double on SeuratObject 5's Assay5
   expect_setequal(unique(object$cell_type), paste0("type", 1:4))
-  atac <- SeuratObject::GetAssayData(object, assay = "ATAC", slot = "counts")
+  atac <- layer_data(object, "ATAC", "counts")
   expect_s4_class(atac, "dgCMatrix")
   expect_true(all(atac@x == round(atac@x)))
   expect_s4_class(PeakRanges(rownames(atac)), "GRanges")
@@ -46,12 +46,14 @@ test_that("RunFactVAE records its settings, the saved model and the command", {
   fit <- simulated_fit()$fit
   info <- SeuratObject::Tool(fit, slot = "RunFactVAE")
   expect_true(dir.exists(info$model.path))
-  expect_identical(info$settings$epochs, 5L)
+  expect_identical(info$settings$max.epochs, 5L)
+  expect_identical(info$settings$preset, "default")
+  expect_null(info$settings$early.stopping)  # NULL: the preset's (on), decided in Python
   expect_identical(info$settings$n.latent, 10L)
   expect_identical(info$reductions, c("factvae", "factvae.rna", "factvae.atac"))
   expect_identical(fit[["factvae"]]@misc$model.path, info$model.path)
   expect_true("RunFactVAE" %in% names(fit@commands))
-  expect_identical(fit@commands$RunFactVAE$epochs, 5)
+  expect_identical(fit@commands$RunFactVAE$max.epochs, 5)
 })
 
 test_that("a saved model is reused without retraining", {
@@ -59,7 +61,7 @@ test_that("a saved model is reused without retraining", {
   fixture <- simulated_fit()
   path <- SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
   # One epoch with another seed would give other embeddings: equal ones mean no training.
-  reused <- RunFactVAE(fixture$input, model = path, epochs = 1, seed = 7, verbose = FALSE)
+  reused <- RunFactVAE(fixture$input, model = path, max.epochs = 1, seed = 7, verbose = FALSE)
   expect_equal(SeuratObject::Embeddings(reused, "factvae"),
                SeuratObject::Embeddings(fixture$fit, "factvae"))
   expect_identical(SeuratObject::Tool(reused, slot = "RunFactVAE")$model.path, path)
@@ -73,14 +75,14 @@ test_that("the augmented ATAC assay has the input's cells and peaks", {
   skip_if_no_core()
   fit <- simulated_fit()$fit
   expect_true("factvaeATAC" %in% SeuratObject::Assays(fit))
-  values <- SeuratObject::GetAssayData(fit, assay = "factvaeATAC", slot = "data")
+  values <- layer_data(fit, "factvaeATAC", "data")
   expect_identical(colnames(values), colnames(fit))
   expect_true(all(rownames(values) %in% rownames(fit[["ATAC"]])))
   expect_identical(rownames(values), rownames(SeuratObject::Loadings(fit[["factvae.atac"]])))
   expect_true(is.matrix(values))
   expect_true(all(values > 0))
   # Expected counts: each cell's total is close to its observed ATAC library size.
-  observed <- Matrix::colSums(SeuratObject::GetAssayData(fit, assay = "ATAC", slot = "counts"))
+  observed <- Matrix::colSums(layer_data(fit, "ATAC", "counts"))
   expect_gt(stats::cor(colSums(values), observed), 0.9)
 })
 
@@ -88,12 +90,12 @@ test_that("augment.threshold and augment.features keep the augmented assay spars
   skip_if_no_core()
   fixture <- simulated_fit()
   path <- SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
-  dense <- SeuratObject::GetAssayData(fixture$fit, assay = "factvaeATAC", slot = "data")
+  dense <- layer_data(fixture$fit, "factvaeATAC", "data")
   features <- rownames(dense)[1:50]
   sparse <- RunFactVAE(fixture$input, model = path, augment = TRUE, augment.assay = "aug",
                        augment.features = features, augment.threshold = 0.05, chunk.size = 64,
                        verbose = FALSE)
-  values <- SeuratObject::GetAssayData(sparse, assay = "aug", slot = "data")
+  values <- layer_data(sparse, "aug", "data")
   expect_s4_class(values, "dgCMatrix")
   expect_identical(dimnames(values), list(features, colnames(fixture$fit)))
   expect_true(all(values@x >= 0.05))
@@ -109,7 +111,7 @@ test_that("augment.file streams the augmented matrix to an .h5ad that holds the 
   skip_if_no_core()
   fixture <- simulated_fit()
   path <- SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
-  dense <- SeuratObject::GetAssayData(fixture$fit, assay = "factvaeATAC", slot = "data")
+  dense <- layer_data(fixture$fit, "factvaeATAC", "data")
   file <- tempfile(fileext = ".h5ad")
   streamed <- RunFactVAE(fixture$input, model = path, augment.file = file, chunk.size = 64,
                          verbose = FALSE)
@@ -133,6 +135,7 @@ test_that("links are a Signac-style GRanges joining genes to peaks of the input"
   expect_gt(length(links), 100)
   expect_true(all(links$gene %in% rownames(fit[["RNA"]])))
   expect_true(all(links$peak %in% rownames(fit[["ATAC"]])))
+  # q >= p up to float64 rounding (BH's p * n / rank came out 1 ulp below p = 0.99984).
   expect_true(all(links$pvalue >= 0 & links$pvalue <= 1 & links$qvalue >= links$pvalue))
   expect_true(all(abs(links$score) <= 1 + 1e-6))
   # Each range spans the gene's TSS and its peak's centre, on the peak's chromosome.
@@ -160,7 +163,7 @@ test_that("a Python-side refusal reaches the user as an R error with its message
   skip_if_no_core()
   object <- simulated_fit()$input
   expect_error(suppressWarnings(RunFactVAE(
-    object, annotation = SeuratObject::Misc(object, "annotation"), n.latent = 400, epochs = 1,
+    object, annotation = SeuratObject::Misc(object, "annotation"), n.latent = 400, max.epochs = 1,
     verbose = FALSE)),
                "^n_latent=400 is not below the number of cells \\(300\\)")
 })
@@ -169,17 +172,35 @@ test_that("the core's warnings reach the user as R warnings", {
   skip_if_no_core()
   object <- simulated_fit()$input
   # The simulation leaves some peaks without counts in these 300 cells.
-  empty <- sum(Matrix::rowSums(SeuratObject::GetAssayData(object, assay = "ATAC",
-                                                          slot = "counts")) == 0)
+  empty <- sum(Matrix::rowSums(layer_data(object, "ATAC", "counts")) == 0)
   expect_gt(empty, 0)
   warned <- character()
   withCallingHandlers(
     RunFactVAE(object, annotation = SeuratObject::Misc(object, "annotation"), n.latent = 5,
-               n.hvg = 100, epochs = 1, verbose = FALSE),
+               n.hvg = 100, max.epochs = 1, verbose = FALSE),
     warning = function(w) {
       warned <<- c(warned, conditionMessage(w))
       invokeRestart("muffleWarning")
     })
   expect_true(any(startsWith(warned, sprintf("%d atac features have no counts in any cell",
                                              empty))))
+})
+
+test_that("the augmented assay holds its values in counts (read by Signac) and has nCount_", {
+  skip_if_no_core()
+  fit <- simulated_fit()$fit
+  counts <- layer_data(fit, "factvaeATAC", "counts")
+  expect_true(is.matrix(counts))
+  expect_true(shares_counts_and_data(fit, "factvaeATAC"))
+  expect_true(all(c("nCount_factvaeATAC", "nFeature_factvaeATAC") %in% names(fit[[]])))
+  expect_equal(unname(fit$nCount_factvaeATAC), unname(colSums(counts)))
+  expect_equal(unname(fit$nFeature_factvaeATAC), unname(colSums(counts > 0)))
+})
+
+test_that("adding the augmented assay raises no warning from SeuratObject", {
+  skip_if_no_core()
+  fixture <- simulated_fit()
+  path <- SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
+  expect_no_warning(RunFactVAE(fixture$input, model = path, augment = TRUE,
+                               augment.threshold = 0.05, verbose = FALSE))
 })

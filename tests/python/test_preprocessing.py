@@ -1,0 +1,69 @@
+"""Encoder inputs: the clipped RNA PCA against a dense reference, and the threaded sparse
+products giving the single-threaded result bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from factvae import rowsource
+from factvae.preprocessing import SCALE_CLIP, atac_lsi, log_normalise, rna_pca
+
+
+def _rare_gene_counts() -> tuple[sp.csr_matrix, np.ndarray]:
+    """Counts where a few genes are seen in 2 cells only: scaled, they reach ~14."""
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(rng.gamma(2.0, 1.0, (400, 60)))
+    counts[:, :5] = 0
+    counts[rng.choice(400, 2, replace=False), :5] = 7
+    matrix = sp.csr_matrix(counts.astype(np.float32))
+    return matrix, np.asarray(matrix.sum(axis=1)).ravel()
+
+
+def test_clipped_pca_equals_a_dense_reference_with_seurats_clip() -> None:
+    """With every component (the randomized SVD is then exact), the scores' singular values
+    are those of the dense scaled matrix clipped at +-10, and not those of the unclipped one."""
+    counts, totals = _rare_gene_counts()
+    full = counts.shape[1] - 1
+    scores, projection = rna_pca(counts, totals, full, seed=0, clip=SCALE_CLIP)
+    dense = log_normalise(counts, totals, float(np.median(totals))).toarray()
+    scaled = (dense - dense.mean(axis=0)) / dense.std(axis=0, ddof=1)
+    assert np.abs(scaled).max() > 13  # the rare genes overshoot the clip unclipped
+    clipped = np.linalg.svd(np.clip(scaled, -SCALE_CLIP, SCALE_CLIP), compute_uv=False)
+    unclipped = np.linalg.svd(scaled, compute_uv=False)
+    singular = np.linalg.norm(scores, axis=0)
+    np.testing.assert_allclose(singular, clipped[:full], rtol=1e-4, atol=1e-4 * clipped[0])
+    assert not np.allclose(singular, unclipped[:full], rtol=1e-2)
+    assert projection.clip == SCALE_CLIP
+
+
+def test_unclipped_pca_is_the_authors_form() -> None:
+    counts, totals = _rare_gene_counts()
+    clipped, _ = rna_pca(counts, totals, 10, seed=0, clip=SCALE_CLIP)
+    unclipped, projection = rna_pca(counts, totals, 10, seed=0)
+    assert projection.clip == np.inf
+    assert np.abs(unclipped).max() > np.abs(clipped).max()
+
+
+@pytest.mark.parametrize("cores", [2, 3])
+def test_threaded_lsi_equals_the_single_threaded_result_bit_for_bit(monkeypatch, cores) -> None:
+    rng = np.random.default_rng(1)
+    counts = sp.random(700, 3000, density=0.02, format="csr", random_state=rng, dtype=np.float32)
+    counts.data = np.ceil(counts.data * 3)
+    monkeypatch.setattr(rowsource, "available_cores", lambda: 1)
+    single, single_projection = atac_lsi(counts, 20, seed=0)
+    monkeypatch.setattr(rowsource, "available_cores", lambda: cores)
+    threaded, threaded_projection = atac_lsi(counts, 20, seed=0)
+    np.testing.assert_array_equal(threaded, single)
+    np.testing.assert_array_equal(threaded_projection.components, single_projection.components)
+
+
+def test_row_bands_cover_every_row_once_and_share_memory() -> None:
+    matrix = sp.random(50, 30, density=0.2, format="csr", random_state=2, dtype=np.float32)
+    bands = rowsource.row_bands(matrix, 4)
+    assert len(bands) == 4
+    stacked = sp.vstack([band for _, band in bands], format="csr")
+    assert (stacked != matrix).nnz == 0
+    assert bands[0][0].start == 0 and bands[-1][0].stop == 50
+    assert all(np.shares_memory(band.data, matrix.data) for _, band in bands if band.nnz)

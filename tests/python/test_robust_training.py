@@ -1,0 +1,254 @@
+"""Training that survives real data: bounded variances, finite likelihoods at the extremes,
+skipped bad steps, roll-backs, early stopping, and the paper's schedule kept exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+import factvae
+from conftest import SMALL_SETTINGS
+from factvae import training
+from factvae.likelihoods import SparseCounts, factorised_nll
+from factvae.model import LOGVAR_BOUNDS, Encoder, bounded_logvar, gaussian_kl
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _model(sim, **settings) -> factvae.FactVAE:
+    return factvae.FactVAE(sim.rna, sim.atac, gene_annotation=sim.genes,
+                           **{**SMALL_SETTINGS, **settings})  # fmt: skip
+
+
+def _ari(model: factvae.FactVAE, sim) -> float:
+    clusters = KMeans(4, n_init=10, random_state=0).fit_predict(model.get_latent())
+    return adjusted_rand_score(sim.rna.obs["cell_type"], clusters)
+
+
+# ---- the variance and the likelihood at the extremes -------------------------------------------
+
+
+def test_bounded_logvar_is_exact_inside_and_clamped_outside_with_gradient() -> None:
+    raw = torch.tensor([-1e30, -40.0, -3.5, 0.0, 2.25, 14.0, 105.0, 1e30], requires_grad=True)
+    bounded = bounded_logvar(raw)
+    low, high = LOGVAR_BOUNDS
+    assert torch.equal(bounded[2:6], raw[2:6])  # exactly the unbounded value inside
+    assert bounded[0] == low and bounded[1] == low
+    assert bounded[6] == high and bounded[7] == high
+    bounded.sum().backward()
+    assert torch.equal(raw.grad, torch.ones_like(raw))  # a KL gradient still reaches the head
+
+
+def test_kl_is_finite_with_finite_gradients_for_a_huge_encoder_output() -> None:
+    torch.manual_seed(0)
+    encoder = Encoder([100, 512, 256], 50, dropout=0.2)
+    # inputs far beyond any real reduction: the heads' raw outputs reach the thousands
+    x = torch.randn(64, 100) * 1e4
+    encoder.train()
+    mean, logvar, z = encoder(x)
+    assert logvar.max() <= LOGVAR_BOUNDS[1] and logvar.min() >= LOGVAR_BOUNDS[0]
+    assert encoder.logvar(encoder.hidden(x)).abs().max() > 100  # the unbounded head overflows
+    kl = gaussian_kl(mean, logvar).mean()
+    assert torch.isfinite(kl) and torch.isfinite(z).all()
+    kl.backward()
+    for parameter in encoder.parameters():
+        assert torch.isfinite(parameter.grad).all()
+
+
+def _extreme_counts(n_cells: int, n_features: int) -> tuple[SparseCounts, torch.Tensor]:
+    """A cell with one count, cells with counts up to 1e4, and libraries from 1 to 1e6."""
+    rng = np.random.default_rng(0)
+    rows, cols, values = [0], [3], [1.0]  # cell 0: a single count
+    for cell in range(1, n_cells):
+        picked = rng.choice(n_features, 20, replace=False)
+        rows += [cell] * 20
+        cols += picked.tolist()
+        values += (10 ** rng.uniform(0, 4, 20)).round().tolist()
+    values[-1] = 1e4
+    order = np.lexsort((rows, cols))  # feature order, as minibatches are built
+    counts = SparseCounts(
+        torch.tensor(np.array(rows)[order]),
+        torch.tensor(np.array(cols)[order]),
+        torch.tensor(np.array(values, dtype=np.float32)[order]),
+        (n_cells, n_features),
+    )
+    libraries = torch.log(torch.tensor(np.geomspace(1, 1e6, n_cells), dtype=torch.float32))
+    return counts, libraries
+
+
+@pytest.mark.parametrize("zero_inflated", [True, False])
+@pytest.mark.parametrize("product_dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("z_scale", [1e-3, 1.0, 1e3])
+def test_likelihood_is_finite_with_finite_gradients_at_the_extremes(
+    zero_inflated: bool, product_dtype, z_scale: float
+) -> None:
+    """Tiny and huge means and dispersions (z from 1e-3 to 1e3 drives the softmaxes from
+    uniform to one-hot), counts up to 1e4, a one-count cell, libraries 1 to 1e6."""
+    torch.manual_seed(1)
+    n_cells, n_features, d = 16, 300, 10
+    counts, libraries = _extreme_counts(n_cells, n_features)
+    z = (torch.randn(n_cells, d) * z_scale).requires_grad_()
+    factors = [torch.randn(d, n_features, requires_grad=True) for _ in range(3)]
+    dropout = factors[2] if zero_inflated else None
+    nll = factorised_nll(z, factors[0], factors[1], dropout, libraries, counts, product_dtype)
+    assert torch.isfinite(nll).all()
+    nll.sum().backward()
+    assert torch.isfinite(z.grad).all()
+    for factor in factors[: 3 if zero_inflated else 2]:
+        assert torch.isfinite(factor.grad).all()
+
+
+# ---- the trainer: skip, roll back, give up with a usable model --------------------------------
+
+
+def _poison_gradients(monkeypatch, bad_calls) -> list[int]:
+    """Make the joint step's gradient NaN (its loss stays finite) on the listed training steps
+    (validation passes are not counted)."""
+    calls = [0]
+    original = training.Trainer.joint_terms
+
+    def joint_terms(self, batch):
+        terms = original(self, batch)
+        if not self.network.training:
+            return terms
+        calls[0] += 1
+        if bad_calls(calls[0]):
+            terms["rna_nll"].register_hook(lambda grad: torch.full_like(grad, float("nan")))
+        return terms
+
+    monkeypatch.setattr(training.Trainer, "joint_terms", joint_terms)
+    return calls
+
+
+def test_one_non_finite_gradient_is_skipped_and_the_run_matches_a_clean_one(
+    sim, monkeypatch
+) -> None:
+    clean = _model(sim).fit(max_epochs=15, batch_size=64, progress=False, seed=0)
+    _poison_gradients(monkeypatch, lambda call: call == 10)
+    hit = _model(sim).fit(max_epochs=15, batch_size=64, progress=False, seed=0)
+    assert hit.training_summary["skipped_steps"] == 1
+    assert hit.training_summary["rollbacks"] == 0
+    assert sum(r.get("skipped_steps", 0) for r in hit.history) == 1
+    for model in (clean, hit):
+        assert all(np.isfinite(r["joint"]) for r in model.history)
+    assert _ari(hit, sim) >= _ari(clean, sim) - 0.05
+
+
+def test_repeated_failures_roll_back_with_a_lower_learning_rate(sim, monkeypatch) -> None:
+    # three failed steps in a row in epoch 3: the epoch is rolled back and trained again
+    _poison_gradients(monkeypatch, lambda call: 16 < call <= 19)
+    model = _model(sim, early_stopping=False).fit(
+        max_epochs=6, batch_size=64, progress=False, seed=0
+    )
+    assert model.training_summary["rollbacks"] == 1
+    assert model.training_summary["skipped_steps"] == 3
+    assert len(model.history) == 6
+
+
+def test_persistent_failure_raises_and_leaves_the_last_good_epoch_usable(
+    sim, monkeypatch
+) -> None:
+    # a fixed decay: the default one depends on max_epochs, which differs between the two runs
+    settings = {"early_stopping": False, "validation_fraction": 0.0, "lr_decay": 0.995}
+    reference = _model(sim, **settings).fit(max_epochs=2, batch_size=64, progress=False, seed=0)
+    steps_per_epoch = 300 // 64
+    _poison_gradients(monkeypatch, lambda call: call > 2 * steps_per_epoch)
+    model = _model(sim, **settings)
+    with pytest.raises(factvae.TrainingDivergedError, match="weights of epoch 2") as caught:
+        model.fit(max_epochs=10, batch_size=64, progress=False, seed=0)
+    assert caught.value.last_good_epoch == 2
+    assert model.is_trained and len(model.history) == 2
+    assert model.training_summary["rollbacks"] == training.MAX_ROLLBACKS
+    np.testing.assert_array_equal(model.get_latent(), reference.get_latent())
+
+
+# ---- the schedule: validation cells, early stopping, the paper preset -------------------------
+
+
+def test_validation_cells_are_held_out_seeded_and_reported(sim) -> None:
+    a = _model(sim).fit(max_epochs=3, batch_size=64, progress=False, seed=4)
+    b = _model(sim).fit(max_epochs=3, batch_size=64, progress=False, seed=4)
+    c = _model(sim).fit(max_epochs=3, batch_size=64, progress=False, seed=5)
+    assert len(a.validation_cells) == a.training_summary["validation_cells"] == 30
+    assert a.validation_cells.equals(b.validation_cells)
+    assert not a.validation_cells.equals(c.validation_cells)
+    assert all("validation" in record for record in a.history)
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(sim) -> None:
+    model = _model(sim, patience=3).fit(max_epochs=400, batch_size=64, progress=False, seed=0)
+    summary = model.training_summary
+    validation = [record["validation"] for record in model.history]
+    assert summary["stopped_early"] and summary["epochs"] < 400
+    best = int(np.argmin(validation)) + 1
+    assert summary["best_epoch"] == best == summary["epochs"] - 3
+    # the network holds the best epoch's weights: its validation loss is the best one again
+    coo = model.g2p.matrix.tocoo()
+    trainer = training.Trainer(model.network, (coo.row, coo.col), model.settings.loss_weights(),
+                               model.settings.optimiser(), torch.device("cpu"), "auto")  # fmt: skip
+    cells = model.obs_names.get_indexer(model.validation_cells)
+    again = trainer.validation_loss(model._data, cells, 64)
+    assert again == pytest.approx(min(validation), rel=1e-5)
+
+
+def test_default_epochs_shrink_as_cells_grow() -> None:
+    from factvae.settings import auto_max_epochs, auto_patience
+
+    assert auto_max_epochs(942) == 200  # snare_hcellline's training cells: at most 200
+    assert auto_max_epochs(9_278) == 54  # the real-scale preset's
+    assert auto_max_epochs(45_000) == 11
+    assert auto_max_epochs(10_000_000) == 10
+    epochs = [auto_max_epochs(n) for n in (1_000, 2_000, 5_000, 20_000, 50_000)]
+    assert epochs == sorted(epochs, reverse=True)
+    assert auto_patience(200) == 20 and auto_patience(54) == 5
+
+
+def test_default_learning_rate_decays_to_where_the_papers_ends() -> None:
+    from factvae.settings import FINAL_LR_FRACTION, ModelSettings
+
+    default = ModelSettings.from_kwargs({})
+    assert default.resolved_lr_decay(54) ** 54 == pytest.approx(FINAL_LR_FRACTION)
+    assert default.resolved_lr_decay(200) ** 200 == pytest.approx(0.995**300)
+    paper = ModelSettings.from_kwargs({}, preset="paper")
+    assert paper.resolved_lr_decay(54) == 0.995
+
+
+def test_paper_preset_reproduces_the_seeded_result_of_before(sim) -> None:
+    """The authors' schedule and inputs (``preset="paper"``) give, bit for bit, the latent
+    that the code before bounded inputs, validation and early stopping gave (saved then)."""
+    model = _model(sim, preset="paper")
+    model.fit(max_epochs=15, batch_size=64, progress=False, seed=0, precision="float32")
+    assert model.training_summary["validation_cells"] == 0
+    assert len(model.history) == 15
+    expected = np.load(DATA / "paper_preset_latent_float32.npy")
+    np.testing.assert_array_equal(model.get_latent(), expected)
+
+
+def test_bounded_inputs_are_within_their_documented_bound(sim) -> None:
+    k = SMALL_SETTINGS["n_components"]
+    bounded = _model(sim)
+    paper = _model(sim, preset="paper")
+    for rep in (bounded._rna_rep, bounded._atac_rep):
+        assert np.abs(rep).max() <= np.sqrt(k - 1) + 1e-5
+        np.testing.assert_allclose(rep.mean(axis=1), 0, atol=1e-5)
+    assert np.abs(paper._rna_rep).max() > np.sqrt(k - 1)  # the authors' scores are unbounded
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"preset": "fast"}, "preset='fast' is not one of"),
+        ({"validation_fraction": 0.7}, "validation_fraction must be in"),
+        ({"patience": 0}, "patience"),
+        ({"early_stopping": "yes"}, "early_stopping must be True or False"),
+        ({"max_epochs": -3}, "max_epochs"),
+    ],
+)
+def test_bad_schedule_settings_are_clear_errors(sim, settings, message) -> None:
+    with pytest.raises(factvae.FactVAEInputError, match=message):
+        _model(sim, **settings)
