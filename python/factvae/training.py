@@ -339,7 +339,7 @@ class Trainer:
     ) -> dict[str, float] | None:
         """One pass over this process's share of ``train_cells``; ``None`` when the epoch was
         abandoned because its steps kept failing (``BAD_STEPS_IN_A_ROW`` in a row, or more
-        than a tenth of them), so the caller can roll back."""
+        than a tenth of them and more than one), so the caller can roll back."""
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         cells = train_cells[self.group.shard(len(train_cells))]
