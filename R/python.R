@@ -100,7 +100,7 @@ install_factvae <- function(source = NULL, venv = NULL, python = "python3") {
   })
   version <- as.character(reticulate::py_get_attr(module, "__version__"))
   .check_core_version(version, python)
-  bridge <- tryCatch(reticulate::import("factvae.bridge"), error = function(e) {
+  bridge <- tryCatch(reticulate::import("factvae.r_bridge"), error = function(e) {
     .core_missing(sprintf("Python %s has factvae %s without its R bridge (%s)",
                           python, version, .python_message(e)))
   })

@@ -38,8 +38,9 @@ VARIANTS = {
 def run_variant(variant: str, repeats: int) -> dict:
     import torch
 
-    from factvae.allocator import reuse_freed_memory
-    from factvae.likelihoods import SparseCounts, dense_log_likelihood, factorised_nll
+    from factvae.model.fused import SparseCounts, factorised_nll
+    from factvae.model.reference import dense_log_likelihood
+    from factvae.train.allocator import reuse_freed_memory
     from scale import memory_kb, reset_peak_memory
 
     n, p, d = SHAPE["cells"], SHAPE["peaks"], SHAPE["latent"]

@@ -39,7 +39,7 @@ def random_genome(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]
 
 def main() -> None:
     sys.path.insert(0, str(HERE))
-    from factvae.outputs import infer_links
+    from factvae.outputs.links import infer_links
     from scale import memory_kb, reset_peak_memory
 
     rng = np.random.default_rng(0)

@@ -29,8 +29,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import factvae
-    from factvae import rowsource
-    from factvae.preprocessing import atac_lsi
+    from factvae.data import counts as rowsource
+    from factvae.data.preprocessing import atac_lsi
 
     sim = factvae.simulate(n_cells=args.cells, n_genes=2000, n_peaks=args.peaks, seed=0)
     counts = sim.atac.X
@@ -59,8 +59,7 @@ def main() -> None:
             "| cores | median (s) | runs (s) |",
             "|---|---|---|",
             *(
-                f"| {used} | {medians[used]:.1f} | "
-                f"{', '.join(f'{t:.1f}' for t in timings[used])} |"
+                f"| {used} | {medians[used]:.1f} | {', '.join(f'{t:.1f}' for t in timings[used])} |"
                 for used in timings
             ),
             "",

@@ -25,14 +25,14 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     import factvae
-    from factvae.allocator import reuse_freed_memory
-    from factvae.training import Trainer, make_batch, minibatches
+    from factvae.train.allocator import reuse_freed_memory
+    from factvae.train.batches import make_batch, minibatches
+    from factvae.train.trainer import Trainer
     from snare_data import load_snare
 
     rna, atac, genes = load_snare()
     model = factvae.FactVAE(rna, atac, gene_annotation=genes)
-    coo = model.g2p.matrix.tocoo()
-    trainer = Trainer(model.network, (coo.row, coo.col), model.settings.loss_weights(),
+    trainer = Trainer(model.network, model.settings.loss_weights(),
                       model.settings.optimiser(), torch.device("cpu"), args.precision)  # fmt: skip
     rng = np.random.default_rng(0)
     batches = [make_batch(model._data, index, torch.device("cpu"))

@@ -40,7 +40,7 @@ REAL_TARGETS = {
 
 def nearest_gene_pairs(sim) -> pd.DataFrame:
     """Each peak assigned to the gene whose TSS is nearest on its chromosome (one gene a peak)."""
-    from factvae.genomics import tss
+    from factvae.data.genomics import tss
 
     genes = sim.genes
     peaks = sim.atac.var
@@ -79,13 +79,13 @@ def baselines(sim) -> dict[str, dict[str, float]]:
     standardised so neither modality dominates), scored as the model is."""
     import scipy.sparse as sp
 
-    from factvae.preprocessing import (
+    from factvae.data.counts import InMemoryRows
+    from factvae.data.preprocessing import (
         atac_lsi,
         highly_variable_genes,
         rna_pca,
         standardise_rows,
     )
-    from factvae.rowsource import InMemoryRows
 
     rna = sp.csr_matrix(sim.rna.X)
     totals = np.asarray(rna.sum(axis=1)).ravel()
@@ -158,9 +158,7 @@ def summarise(rows: list[dict], stats: dict, base: dict) -> str:
             )
         )
     for name, label in (("rna_pca", "plain RNA PCA"), ("pca_lsi", "PCA + LSI")):
-        lines.append(
-            f"| {label} | | | | | {base[name]['ari']:.3f} | {base[name]['nmi']:.3f} | | |"
-        )
+        lines.append(f"| {label} | | | | | {base[name]['ari']:.3f} | {base[name]['nmi']:.3f} | | |")
     fits = [r["fit_s"] for r in rows]
     aris = [r["joint_ari"] for r in rows if "joint_ari" in r]
     lines += [
@@ -186,7 +184,7 @@ def main() -> None:
         print(json.dumps(run_one(args.one, fit_kwargs)))
         return
     import factvae
-    from factvae.simulate import count_statistics
+    from factvae.data.simulate import count_statistics
 
     sim = factvae.simulate_preset(PRESET, seed=0)
     stats = count_statistics(sim)

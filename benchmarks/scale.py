@@ -75,8 +75,8 @@ def decoder_gflops(n_latent: int, n_peaks: int, precision: str, repeats: int = 1
     """Time the ATAC decoder's forward + backward (three factor matrices, fused ZINB)."""
     import torch
 
-    from factvae.allocator import reuse_freed_memory
-    from factvae.likelihoods import SparseCounts, factorised_nll
+    from factvae.model.fused import SparseCounts, factorised_nll
+    from factvae.train.allocator import reuse_freed_memory
 
     g = torch.Generator().manual_seed(0)
     z = torch.randn(BATCH, n_latent, requires_grad=True)
@@ -127,8 +127,9 @@ def run_size(size: str, steps: int, seed: int, precision: str) -> dict:
     import torch
 
     import factvae
-    from factvae.allocator import reuse_freed_memory
-    from factvae.training import Trainer, make_batch, minibatches
+    from factvae.train.allocator import reuse_freed_memory
+    from factvae.train.batches import make_batch, minibatches
+    from factvae.train.trainer import Trainer
 
     warm_up()
     baseline_kb = memory_kb("VmRSS")
@@ -144,8 +145,7 @@ def run_size(size: str, steps: int, seed: int, precision: str) -> dict:
                 for k in ("rna_rep", "atac_rep")}  # fmt: skip
     model = factvae.FactVAE(rna, atac, gene_annotation=genes, **reps)
     prepared = time.perf_counter()
-    coo = model.g2p.matrix.tocoo()
-    trainer = Trainer(model.network, (coo.row, coo.col), model.settings.loss_weights(),
+    trainer = Trainer(model.network, model.settings.loss_weights(),
                       model.settings.optimiser(), torch.device("cpu"), precision)  # fmt: skip
     n_cells, n_peaks = atac.shape
     batches = minibatches(n_cells, BATCH, np.random.default_rng(seed))

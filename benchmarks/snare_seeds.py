@@ -30,7 +30,7 @@ def run_one(seed: int, epochs: int | None, precision: str, preset: str) -> dict:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     import factvae
-    from factvae.training import resolve_precision
+    from factvae.train.devices import resolve_precision
     from snare_data import load_snare
 
     rna, atac, genes = load_snare()
@@ -62,7 +62,7 @@ def run_one(seed: int, epochs: int | None, precision: str, preset: str) -> dict:
     # Augmented ATAC against raw: LSI, then k-means on components 2-30 (as the real-data test)
     import scipy.sparse as sp
 
-    from factvae.preprocessing import atac_lsi
+    from factvae.data.preprocessing import atac_lsi
 
     for name, matrix in (("raw", atac.X), ("augmented", model.augment_atac())):
         lsi, _ = atac_lsi(sp.csr_matrix(matrix), 100, seed=0)

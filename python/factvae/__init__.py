@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
-from .api import FactVAE
-from .errors import FactVAEInputError, TrainingDivergedError
-from .prior import GeneToPeak, gene_to_peak
-from .simulate import SimulatedMultiome, simulate, simulate_preset
+from factvae.api import FactVAE
+from factvae.data.prior import GeneToPeak, gene_to_peak
+from factvae.data.simulate import SimulatedMultiome, simulate, simulate_preset
+from factvae.errors import FactVAEInputError, TrainingDivergedError
 
 __all__ = [
     "FactVAE",

@@ -14,23 +14,15 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from . import __version__
-from .checkpoints import CheckpointPolicy
-from .distributed import init_from_environment
-from .errors import FactVAEInputError, TrainingDivergedError
-from .genomics import AnnotationLike, harmonise_chromosomes, peak_ranges, read_gene_annotation
-from .inputs import (
-    ModalityCounts,
-    check_not_empty,
-    check_unique,
-    match_cells,
-    raw_counts,
-    reduction,
+from factvae import __version__
+from factvae.data.counts import InMemoryRows
+from factvae.data.genomics import (
+    AnnotationLike,
+    harmonise_chromosomes,
+    peak_ranges,
+    read_gene_annotation,
 )
-from .model import Architecture, FactVAENetwork
-from .outputs import augment, augmented_chunks, infer_links, latent_means
-from .persistence import load_arrays, load_json, load_torch, save_arrays, save_json, save_torch
-from .preprocessing import (
+from factvae.data.preprocessing import (
     SCALE_CLIP,
     LSIProjection,
     PCAProjection,
@@ -40,11 +32,35 @@ from .preprocessing import (
     rna_pca,
     standardise_rows,
 )
-from .prior import GeneToPeak, coerce_g2p, gene_to_peak
-from .rowsource import InMemoryRows
-from .settings import ModelSettings, auto_max_epochs, auto_patience
-from .streaming import write_h5ad_chunks
-from .training import Schedule, Trainer, TrainingData, seed_everything, select_device
+from factvae.data.prior import GeneToPeak, coerce_g2p, gene_to_peak
+from factvae.data.validation import (
+    ModalityCounts,
+    check_not_empty,
+    check_unique,
+    match_cells,
+    raw_counts,
+    reduction,
+)
+from factvae.errors import FactVAEInputError, TrainingDivergedError
+from factvae.io.persistence import (
+    load_arrays,
+    load_json,
+    load_torch,
+    save_arrays,
+    save_json,
+    save_torch,
+)
+from factvae.io.streaming import write_h5ad_chunks
+from factvae.model.network import Architecture, FactVAENetwork
+from factvae.outputs.augment import augment, augmented_chunks
+from factvae.outputs.latent import latent_means
+from factvae.outputs.links import infer_links
+from factvae.settings import ModelSettings, auto_max_epochs, auto_patience
+from factvae.train.batches import TrainingData
+from factvae.train.checkpoints import CheckpointPolicy
+from factvae.train.devices import seed_everything, select_device
+from factvae.train.distributed import init_from_environment
+from factvae.train.trainer import Schedule, Trainer
 
 SETTINGS_FILE, WEIGHTS_FILE, ARRAYS_FILE = "settings.json", "weights.pt", "arrays.npz"
 
@@ -144,7 +160,7 @@ class FactVAE:
             rna_likelihood=s.likelihood,
             atac_likelihood=s.likelihood,
         )
-        self.network = FactVAENetwork(self.architecture)
+        self.network = FactVAENetwork(self.architecture, self.g2p.indices())
         self.history: list[dict[str, float]] = []
         self.training_summary: dict[str, Any] = {}
         self.validation_cells = pd.Index([])
@@ -265,11 +281,9 @@ class FactVAE:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", group.rank)))
         schedule = self._schedule(settings, seed)
         seed_everything(seed)
-        self.network = FactVAENetwork(self.architecture)
-        coo = self.g2p.matrix.tocoo()
+        self.network = FactVAENetwork(self.architecture, self.g2p.indices())
         trainer = Trainer(
             self.network,
-            (coo.row, coo.col),
             settings.loss_weights(),
             settings.optimiser(schedule.max_epochs),
             self.device,
@@ -430,8 +444,8 @@ class FactVAE:
             "atac_rep": self._atac_rep,
             "rna_log_library": self._rna_log_library,
             "atac_log_library": self._atac_log_library,
-            "g2p_rows": self.g2p.matrix.tocoo().row,
-            "g2p_cols": self.g2p.matrix.tocoo().col,
+            "g2p_rows": self.g2p.indices()[0],
+            "g2p_cols": self.g2p.indices()[1],
         }
         if self.gene_coords is not None:
             arrays.update(
@@ -481,10 +495,6 @@ class FactVAE:
             tuple(arch["atac_hidden"]),
         )
         model.architecture = Architecture(**arch)
-        model.network = FactVAENetwork(model.architecture)
-        model.network.load_state_dict(load_torch(folder / WEIGHTS_FILE))
-        model.device = select_device(device)
-        model.network.to(model.device)
         model.history = meta["history"]
         model.training_summary = meta.get("training_summary", {})
         model.validation_cells = pd.Index([])
@@ -524,6 +534,10 @@ class FactVAE:
             model.genes,
             model.peaks,
         )
+        model.network = FactVAENetwork(model.architecture, model.g2p.indices())
+        model.network.load_state_dict(load_torch(folder / WEIGHTS_FILE))
+        model.device = select_device(device)
+        model.network.to(model.device)
         model._rna_rep, model._atac_rep = arrays["rna_rep"], arrays["atac_rep"]
         model._rna_log_library = arrays["rna_log_library"]
         model._atac_log_library = arrays["atac_log_library"]

@@ -26,14 +26,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import __version__
-from .api import FactVAE
-from .checkpoints import CHECKPOINT_FILE
-from .distributed import current_group
-from .errors import FactVAEInputError, TrainingDivergedError
-from .readers import read_10x_multiome, read_g2p, read_pair
-from .settings import PRESETS
-from .training import PRECISIONS
+from factvae import __version__
+from factvae.api import FactVAE
+from factvae.data.readers import read_10x_multiome, read_g2p, read_pair
+from factvae.errors import FactVAEInputError, TrainingDivergedError
+from factvae.settings import PRESETS
+from factvae.train.checkpoints import CHECKPOINT_FILE
+from factvae.train.devices import PRECISIONS
+from factvae.train.distributed import current_group
 
 EXIT_ERROR, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 CHECKPOINTS, RUN_FILE = "checkpoints", "run.json"
@@ -368,8 +368,7 @@ def _add_training_options(
         type=float,
         default=None,
         metavar="F",
-        help="share of cells held out for validation (default: the preset's, 0.1 for "
-        "'default')",
+        help="share of cells held out for validation (default: the preset's, 0.1 for 'default')",
     )
     parser.add_argument(
         "--patience",
@@ -593,7 +592,7 @@ def print_summary(result: FitResult) -> None:
 
 def run_demo(args: argparse.Namespace) -> None:
     """Simulate, write the inputs, fit through :func:`run_fit` and score against the truth."""
-    from .simulate import simulate
+    from factvae.data.simulate import simulate
 
     out: Path = args.out
     inputs = out / "input"

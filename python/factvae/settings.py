@@ -7,8 +7,9 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .errors import FactVAEInputError
-from .training import LossWeights, OptimiserSettings
+from factvae.errors import FactVAEInputError
+from factvae.model.terms import LossWeights
+from factvae.train.trainer import OptimiserSettings
 
 # The default training length: about this many cells passed through the model, so the number
 # of minibatches is about 3,900 of 128 once there are more than 2,500 training cells (scvi-tools

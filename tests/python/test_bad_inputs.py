@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import factvae
 from conftest import SMALL_SETTINGS
 from factvae import FactVAEInputError
-from factvae.genomics import parse_peak_names
+from factvae.data.genomics import parse_peak_names
 
 
 @pytest.fixture(scope="module")

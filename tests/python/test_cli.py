@@ -18,11 +18,11 @@ import torch
 
 from factvae import FactVAE
 from factvae.cli import main
+from factvae.data.counts import BackedRows
+from factvae.data.readers import read_10x_multiome, read_g2p
+from factvae.data.simulate import SimulatedMultiome, simulate
 from factvae.errors import FactVAEInputError
-from factvae.readers import read_10x_multiome, read_g2p
-from factvae.rowsource import BackedRows
-from factvae.simulate import SimulatedMultiome, simulate
-from factvae.training import Trainer
+from factvae.train.trainer import Trainer
 
 FAST = ["--epochs", "2", "--latent", "8", "--hvg", "100", "--quiet"]
 

@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 import factvae
-from factvae.distributed import ProcessGroup
+from factvae.train.distributed import ProcessGroup
 
 SETTINGS = {"n_hvg": 200, "n_components": 20, "n_latent": 8}
 DATA = {"n_cells": 400, "n_genes": 250, "n_peaks": 1500, "seed": 6}

@@ -5,7 +5,8 @@ import pytest
 import scipy.stats
 import torch
 
-from factvae.likelihoods import SparseCounts, dense_log_likelihood, factorised_nll
+from factvae.model.fused import SparseCounts, factorised_nll
+from factvae.model.reference import decoder_parameters, dense_log_likelihood
 
 
 def _problem(dtype, zero_inflated=True, n=6, d=4, features=30, seed=0):
@@ -24,10 +25,9 @@ def _problem(dtype, zero_inflated=True, n=6, d=4, features=30, seed=0):
 
 
 def _decoder_params(z, factors, sf):
-    mu = torch.exp(sf)[:, None] * torch.softmax(z @ factors[0], dim=1)
-    theta = torch.exp(torch.softmax(z @ factors[1], dim=1))
-    pi = z @ factors[2] if len(factors) == 3 else None
-    return mu, theta, pi
+    return decoder_parameters(
+        z, sf, factors[0], factors[1], factors[2] if len(factors) == 3 else None
+    )
 
 
 @pytest.mark.parametrize("zero_inflated", [True, False])
@@ -87,7 +87,7 @@ def test_bf16_products_keep_float32_arithmetic_and_gradients(monkeypatch, route)
     through autocast (the GPU one). The kernels must receive the bf16 logits and still take
     the softmaxes' normalisers and the log-likelihood in float32 (a sum over 100k features in
     bf16 loses its small terms), and values and gradients must stay close to float32's."""
-    from factvae import likelihoods
+    from factvae.model import fused as likelihoods
 
     z, factors, sf, _, sparse = _problem(torch.float32, True, n=16, d=6, features=300, seed=2)
     counts = SparseCounts(sparse.rows, sparse.cols, sparse.values.float(), sparse.shape)

@@ -3,14 +3,21 @@
 import numpy as np
 import torch
 
-from factvae.model import (
-    Architecture,
-    Encoder,
-    FactVAENetwork,
-    gaussian_kl,
-    regulatory_loss,
-    ssa_loss,
-)
+from factvae.model.network import Architecture, Encoder, FactVAENetwork
+from factvae.model.terms import gaussian_kl, regulatory_loss, ssa_loss
+from factvae.settings import ModelSettings
+
+NO_PAIRS = (np.array([0]), np.array([0]))
+
+
+def _architecture(rna_input, atac_input, n_genes, n_peaks, n_latent, **changes):
+    """An architecture with the package's default hidden sizes, dropout and likelihoods."""
+    settings = ModelSettings(**{k: v for k, v in changes.items() if k == "likelihood"})
+    values = dict(rna_hidden=settings.rna_hidden, atac_hidden=settings.atac_hidden,
+                  dropout=settings.dropout, rna_likelihood=settings.likelihood,
+                  atac_likelihood=settings.likelihood)  # fmt: skip
+    values.update(changes)
+    return Architecture(rna_input, atac_input, n_genes, n_peaks, n_latent, **values)
 
 
 def test_kl_matches_torch_distributions():
@@ -66,8 +73,8 @@ def test_encoder_samples_in_training_and_returns_mean_in_eval():
 
 
 def test_network_shapes_follow_design():
-    arch = Architecture(rna_input=100, atac_input=100, n_genes=30, n_peaks=70, n_latent=50)
-    net = FactVAENetwork(arch)
+    arch = _architecture(rna_input=100, atac_input=100, n_genes=30, n_peaks=70, n_latent=50)
+    net = FactVAENetwork(arch, NO_PAIRS)
     linear = [m for m in net.rna_encoder.hidden if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linear] == [(100, 512), (512, 256)]
     linear = [m for m in net.atac_encoder.hidden if isinstance(m, torch.nn.Linear)]
@@ -76,5 +83,6 @@ def test_network_shapes_follow_design():
     assert net.atac_decoder.dropout.shape == (50, 70)
     assert any(isinstance(m, torch.nn.ELU) for m in net.rna_encoder.hidden)
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.2 for m in net.atac_encoder.hidden)
-    nb = FactVAENetwork(Architecture(10, 10, 5, 5, 4, rna_likelihood="nb", atac_likelihood="nb"))
+    nb_arch = _architecture(10, 10, 5, 5, 4, rna_likelihood="nb", atac_likelihood="nb")
+    nb = FactVAENetwork(nb_arch, NO_PAIRS)
     assert nb.rna_decoder.dropout is None

@@ -14,8 +14,8 @@ import pytest
 import scipy.sparse as sp
 
 import factvae
-from factvae import rowsource
-from factvae.rowsource import BackedRows
+from factvae.data import counts as rowsource
+from factvae.data.counts import BackedRows
 
 SETTINGS = {"n_hvg": 60, "n_components": 10, "n_latent": 8}
 CHUNK_ENTRIES = 8000  # ~40 cells of the dense ATAC below: many blocks per pass

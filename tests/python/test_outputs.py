@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 import factvae
 from conftest import SMALL_SETTINGS
 from factvae import FactVAEInputError
-from factvae.outputs import benjamini_hochberg, candidate_pairs
+from factvae.outputs.links import benjamini_hochberg, candidate_pairs
 
 
 def test_latent_kinds_and_joint_is_atac_then_rna(trained):
@@ -174,7 +174,7 @@ def test_augmented_atac_streams_to_h5ad(trained, tmp_path, threshold):
 
 def test_qvalues_are_never_below_their_pvalues():
     """p * n / rank can round one ulp under p; the q-value is clipped to its p-value."""
-    from factvae.outputs import benjamini_hochberg
+    from factvae.outputs.links import benjamini_hochberg
 
     pvalues = np.random.default_rng(0).uniform(size=20_000)
     naive = pvalues * len(pvalues) / len(pvalues)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from factvae import rowsource
-from factvae.preprocessing import SCALE_CLIP, atac_lsi, log_normalise, rna_pca
+from factvae.data import counts as rowsource
+from factvae.data.preprocessing import SCALE_CLIP, atac_lsi, log_normalise, rna_pca
 
 
 def _rare_gene_counts() -> tuple[sp.csr_matrix, np.ndarray]:

@@ -6,8 +6,8 @@ import pytest
 import scipy.sparse as sp
 
 from factvae import FactVAEInputError, gene_to_peak
-from factvae.genomics import parse_peak_names, read_gene_annotation
-from factvae.prior import GeneToPeak, coerce_g2p
+from factvae.data.genomics import parse_peak_names, read_gene_annotation
+from factvae.data.prior import GeneToPeak, coerce_g2p
 
 GENES = pd.DataFrame(
     {

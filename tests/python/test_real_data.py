@@ -7,7 +7,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 import factvae
-from factvae.preprocessing import atac_lsi
+from factvae.data.preprocessing import atac_lsi
 
 
 def _kmeans(embedding: np.ndarray) -> np.ndarray:

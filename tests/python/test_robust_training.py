@@ -13,9 +13,10 @@ from sklearn.metrics import adjusted_rand_score
 
 import factvae
 from conftest import SMALL_SETTINGS
-from factvae import training
-from factvae.likelihoods import SparseCounts, factorised_nll
-from factvae.model import LOGVAR_BOUNDS, Encoder, bounded_logvar, gaussian_kl
+from factvae.model.fused import SparseCounts, factorised_nll
+from factvae.model.network import LOGVAR_BOUNDS, Encoder, FactVAENetwork, bounded_logvar
+from factvae.model.terms import gaussian_kl
+from factvae.train import trainer as training
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -110,18 +111,18 @@ def _poison_gradients(monkeypatch, bad_calls) -> list[int]:
     """Make the joint step's gradient NaN (its loss stays finite) on the listed training steps
     (validation passes are not counted)."""
     calls = [0]
-    original = training.Trainer.joint_terms
+    original = FactVAENetwork.loss
 
-    def joint_terms(self, batch):
-        terms = original(self, batch)
-        if not self.network.training:
+    def loss(self, batch, weights, product_dtype=None):
+        terms = original(self, batch, weights, product_dtype)
+        if not self.training:
             return terms
         calls[0] += 1
         if bad_calls(calls[0]):
             terms["rna_nll"].register_hook(lambda grad: torch.full_like(grad, float("nan")))
         return terms
 
-    monkeypatch.setattr(training.Trainer, "joint_terms", joint_terms)
+    monkeypatch.setattr(FactVAENetwork, "loss", loss)
     return calls
 
 
@@ -150,9 +151,7 @@ def test_repeated_failures_roll_back_with_a_lower_learning_rate(sim, monkeypatch
     assert len(model.history) == 6
 
 
-def test_persistent_failure_raises_and_leaves_the_last_good_epoch_usable(
-    sim, monkeypatch
-) -> None:
+def test_persistent_failure_raises_and_leaves_the_last_good_epoch_usable(sim, monkeypatch) -> None:
     # a fixed decay: the default one depends on max_epochs, which differs between the two runs
     settings = {"early_stopping": False, "validation_fraction": 0.0, "lr_decay": 0.995}
     reference = _model(sim, **settings).fit(max_epochs=2, batch_size=64, progress=False, seed=0)
@@ -188,8 +187,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(sim) -> None:
     best = int(np.argmin(validation)) + 1
     assert summary["best_epoch"] == best == summary["epochs"] - 3
     # the network holds the best epoch's weights: its validation loss is the best one again
-    coo = model.g2p.matrix.tocoo()
-    trainer = training.Trainer(model.network, (coo.row, coo.col), model.settings.loss_weights(),
+    trainer = training.Trainer(model.network, model.settings.loss_weights(),
                                model.settings.optimiser(), torch.device("cpu"), "auto")  # fmt: skip
     cells = model.obs_names.get_indexer(model.validation_cells)
     again = trainer.validation_loss(model._data, cells, 64)

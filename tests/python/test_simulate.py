@@ -11,8 +11,8 @@ import pytest
 import scipy.sparse as sp
 
 import factvae
+from factvae.data.simulate import SimulatedMultiome, simulate
 from factvae.errors import FactVAEInputError
-from factvae.simulate import SimulatedMultiome, simulate
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +275,7 @@ def test_bad_arguments_raise_input_error(kwargs: dict, name: str) -> None:
 def test_real_scale_preset_has_the_statistics_of_the_real_set_it_imitates() -> None:
     """Within a factor the issue's SNARE-seq2 cortex numbers (benchmarks/real_scale.py prints
     both): low RNA depth with heavy counts, very sparse ATAC with many rare peaks, 12 libraries."""
-    from factvae.simulate import count_statistics
+    from factvae.data.simulate import count_statistics
 
     sim = factvae.simulate_preset("real_scale", seed=0)
     stats = count_statistics(sim)

@@ -7,8 +7,10 @@ import torch
 import factvae
 from conftest import SMALL_SETTINGS
 from factvae import FactVAEInputError, TrainingDivergedError
-from factvae.checkpoints import CHECKPOINT_FILE
-from factvae.training import Trainer, minibatches, select_device
+from factvae.train.batches import minibatches
+from factvae.train.checkpoints import CHECKPOINT_FILE
+from factvae.train.devices import select_device
+from factvae.train.trainer import Trainer
 
 
 def _model(sim, **extra):
@@ -132,14 +134,14 @@ def test_fit_argument_errors(sim):
 
 
 def test_gradient_clipping_bounds_the_joint_gradient_and_bad_updates_are_skipped(sim):
-    from factvae.model import FactVAENetwork
-    from factvae.training import LossWeights, OptimiserSettings, Trainer
+    from factvae.model.network import FactVAENetwork
+    from factvae.settings import ModelSettings
+    from factvae.train.trainer import Trainer
 
     model = _model(sim, grad_clip=0.5)
     trainer = Trainer(
-        FactVAENetwork(model.architecture),
-        (np.array([0]), np.array([0])),
-        LossWeights(),
+        FactVAENetwork(model.architecture, (np.array([0]), np.array([0]))),
+        model.settings.loss_weights(),
         model.settings.optimiser(),
         torch.device("cpu"),
     )
@@ -158,11 +160,11 @@ def test_gradient_clipping_bounds_the_joint_gradient_and_bad_updates_are_skipped
     assert all(torch.equal(a, b) for a, b in zip(moved, parameters))  # untouched
     for key, value in trainer.joint_optimiser.state[parameters[0]].items():
         assert torch.equal(value, state[key])
-    assert OptimiserSettings().grad_clip is None
+    assert ModelSettings().optimiser().grad_clip is None
 
 
 def test_precision_choice_and_its_errors(sim):
-    from factvae.training import cpu_has_native_bf16, resolve_precision
+    from factvae.train.devices import cpu_has_native_bf16, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "float32")

@@ -1,47 +1,39 @@
-"""The two-phase training loop (paper Eq. 13 then Eq. 11), devices, seeds and checkpoints."""
+"""The training loop: per minibatch a joint update (Eq. 13) and an SSA update (Eq. 11), with
+skipped non-finite steps, roll-backs, validation, early stopping and checkpoints. The network
+owns the objective; this module only steps optimisers and loops."""
 
 from __future__ import annotations
 
 import copy
 import math
-import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .allocator import reuse_freed_memory
-from .distributed import ProcessGroup
-from .errors import FactVAEInputError, TrainingDivergedError
-from .likelihoods import SparseCounts
-from .model import FactVAENetwork, gaussian_kl, regulatory_loss, ssa_loss
-from .rowsource import RowSource
+from factvae.errors import TrainingDivergedError
+from factvae.model.network import Batch, FactVAENetwork
+from factvae.model.terms import LossWeights
+from factvae.train.allocator import reuse_freed_memory
+from factvae.train.batches import TrainingData, make_batch, minibatches
+from factvae.train.devices import resolve_precision
+from factvae.train.distributed import ProcessGroup
+from factvae.train.progress import EpochReporter
 
 if TYPE_CHECKING:
-    from .checkpoints import CheckpointPolicy
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of Eq. 1 and 13: each modality's reconstruction and KL, and alpha. The
-    authors' are RNA recon 0.1, ATAC recon 0.002, KL 0.001 for both, alpha 1."""
-
-    rna_recon: float = 0.1
-    atac_recon: float = 0.002
-    rna_kl: float = 0.001
-    atac_kl: float = 0.001
-    regulatory: float = 1.0
+    from factvae.train.checkpoints import CheckpointPolicy
 
 
 @dataclass(frozen=True)
 class OptimiserSettings:
-    """Adam for the joint loss, Adam for SSA on the ATAC encoder, exponential decay per epoch."""
+    """Adam for the joint loss, Adam for SSA on the ATAC encoder, exponential decay per epoch.
+    Built from :class:`factvae.settings.ModelSettings`, which owns the defaults."""
 
-    lr: float = 1e-3
-    ssa_lr: float = 5e-4
-    lr_decay: float = 0.995
-    grad_clip: float | None = None
+    lr: float
+    ssa_lr: float
+    lr_decay: float
+    grad_clip: float | None
 
 
 BAD_STEPS_IN_A_ROW = 3  # failed updates in a row that abandon an epoch (it is rolled back)
@@ -92,133 +84,12 @@ class EarlyStopping:
         return stopper
 
 
-@dataclass
-class TrainingData:
-    """Everything a minibatch is cut from; counts stay sparse (cells x features row sources:
-    CSR in memory, or a backed file of which only each minibatch's rows are read)."""
-
-    rna_rep: np.ndarray
-    atac_rep: np.ndarray
-    rna_counts: RowSource
-    atac_counts: RowSource
-    rna_log_library: np.ndarray
-    atac_log_library: np.ndarray
-
-    @property
-    def n_cells(self) -> int:
-        return self.rna_rep.shape[0]
-
-
-@dataclass
-class Batch:
-    rna_rep: torch.Tensor
-    atac_rep: torch.Tensor
-    rna_counts: SparseCounts
-    atac_counts: SparseCounts
-    rna_log_library: torch.Tensor
-    atac_log_library: torch.Tensor
-
-
-def sparse_rows(matrix: RowSource, index: np.ndarray) -> SparseCounts:
-    """The chosen rows of a count matrix as non-zero triplets (never densified), ordered by
-    feature: the likelihood's blocks are features x cells, so its gathers and scatters at the
-    non-zeros then walk memory forwards."""
-    block = matrix.rows(index).tocsc()
-    cols = np.repeat(np.arange(block.shape[1]), np.diff(block.indptr))
-    return SparseCounts(
-        torch.from_numpy(block.indices.astype(np.int64)),
-        torch.from_numpy(cols.astype(np.int64)),
-        torch.from_numpy(block.data.astype(np.float32)),
-        (len(index), matrix.shape[1]),
-    )
-
-
-def make_batch(data: TrainingData, index: np.ndarray, device: torch.device) -> Batch:
-    pin = device.type == "cuda"
-
-    def dense(values: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
-        return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=pin)
-
-    return Batch(
-        dense(data.rna_rep[index]),
-        dense(data.atac_rep[index]),
-        sparse_rows(data.rna_counts, index).to(device, non_blocking=pin),
-        sparse_rows(data.atac_counts, index).to(device, non_blocking=pin),
-        dense(data.rna_log_library[index]),
-        dense(data.atac_log_library[index]),
-    )
-
-
-def select_device(device: str | torch.device = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU; an explicit request that cannot be met is an error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FactVAEInputError(
-            f"device={device!r} was asked for but PyTorch sees no CUDA GPU here; use "
-            "device='auto' or 'cpu'."
-        )
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise FactVAEInputError(
-            f"device={device!r} is not a PyTorch device; use 'auto', 'cpu', 'cuda' or 'mps'."
-        ) from err
-
-
-PRECISIONS = ("auto", "float32", "bf16")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16
-    products are emulated through float32 and no faster."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is ``bf16`` on CPUs with native bf16 units, where it was measured to speed
-    training without costing clustering quality (README, "Precision"); ``float32`` elsewhere,
-    GPUs included, where it has not been measured yet."""
-    if precision not in PRECISIONS:
-        raise FactVAEInputError(
-            f"precision={precision!r} is not one of {list(PRECISIONS)}; 'auto' picks bf16 "
-            "products on CPUs with native bf16 and float32 elsewhere."
-        )
-    if precision == "auto":
-        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "float32"
-    return precision
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def minibatches(n_cells: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffled batches; the last partial batch is dropped (as the authors do) unless it is all."""
-    order = rng.permutation(n_cells)
-    n_full = n_cells // batch_size
-    if n_full == 0:
-        return [order]
-    return [order[i * batch_size : (i + 1) * batch_size] for i in range(n_full)]
-
-
 class Trainer:
     """Runs the per-minibatch joint step (all parameters) and SSA step (ATAC encoder only)."""
 
     def __init__(
         self,
         network: FactVAENetwork,
-        pairs: tuple[np.ndarray, np.ndarray],
         weights: LossWeights,
         optim: OptimiserSettings,
         device: torch.device,
@@ -236,8 +107,6 @@ class Trainer:
         # factor products, as the encoders' small ones gain nothing
         self.autocast_bf16 = bf16 and device.type == "cuda"
         self.product_dtype = torch.bfloat16 if bf16 else None
-        self.pair_genes = torch.as_tensor(pairs[0], dtype=torch.long, device=device)
-        self.pair_peaks = torch.as_tensor(pairs[1], dtype=torch.long, device=device)
         # fused Adam: one pass per parameter tensor instead of ~6 (CPU and CUDA)
         fused = device.type in ("cpu", "cuda")
         self.joint_optimiser = torch.optim.Adam(network.parameters(), lr=optim.lr, fused=fused)
@@ -254,36 +123,6 @@ class Trainer:
         self.rollbacks = 0
         self.stopper: EarlyStopping | None = None
 
-    def joint_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Eq. 1 for each modality plus the regulatory term of Eq. 13."""
-        net = self.network
-        rna_mean, rna_logvar, z_rna = net.rna_encoder(batch.rna_rep)
-        atac_mean, atac_logvar, z_atac = net.atac_encoder(batch.atac_rep)
-        products = self.product_dtype
-        return {
-            "rna_nll": net.rna_decoder.nll(
-                z_rna, batch.rna_log_library, batch.rna_counts, products
-            ).mean(),
-            "rna_kl": gaussian_kl(rna_mean, rna_logvar).mean(),
-            "atac_nll": net.atac_decoder.nll(
-                z_atac, batch.atac_log_library, batch.atac_counts, products
-            ).mean(),
-            "atac_kl": gaussian_kl(atac_mean, atac_logvar).mean(),
-            "regulatory": regulatory_loss(
-                net.rna_decoder.feature, net.atac_decoder.feature, self.pair_genes, self.pair_peaks
-            ),
-        }
-
-    def joint_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        w = self.weights
-        return (
-            w.rna_recon * terms["rna_nll"]
-            + w.rna_kl * terms["rna_kl"]
-            + w.atac_recon * terms["atac_nll"]
-            + w.atac_kl * terms["atac_kl"]
-            + w.regulatory * torch.exp(terms["regulatory"])
-        )
-
     def step(self, batch: Batch) -> dict[str, float] | None:
         """One joint update and one SSA update; ``None`` when the joint update was skipped.
 
@@ -293,18 +132,14 @@ class Trainer:
         """
         self.network.train()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
-            terms = self.joint_terms(batch)
-            joint = self.joint_loss(terms)
+            terms = self.network.loss(batch, self.weights, self.product_dtype)
         parameters = list(self.network.parameters())
-        if not self._update(self.joint_optimiser, joint, parameters):
+        if not self._update(self.joint_optimiser, terms["joint"], parameters):
             return None
         values = {name: float(value.detach()) for name, value in terms.items()}
-        values["joint"] = float(joint.detach())
 
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
-            with torch.no_grad():  # the RNA side is a fixed teacher
-                z_teacher = self.network.rna_encoder(batch.rna_rep)[2]
-            ssa = ssa_loss(z_teacher, self.network.atac_encoder(batch.atac_rep)[2])
+            ssa = self.network.ssa_loss(batch)
         if self._update(self.ssa_optimiser, ssa, list(self.network.atac_encoder.parameters())):
             values["ssa"] = float(ssa.detach())
         return values
@@ -374,8 +209,9 @@ class Trainer:
         total = 0.0
         for start in range(0, len(cells), batch_size):
             index = cells[start : start + batch_size]
+            batch = make_batch(data, index, self.device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
-                joint = self.joint_loss(self.joint_terms(make_batch(data, index, self.device)))
+                joint = self.network.loss(batch, self.weights, self.product_dtype)["joint"]
             total += float(joint) * len(index)
         self.network.train()
         return total / len(cells)
@@ -402,8 +238,10 @@ class Trainer:
         if checkpoint is not None:
             rng = checkpoint.restore(self, rng)
         stopper = self.stopper = self.stopper or EarlyStopping(schedule.patience)
-        bar = _progress_bar(range(self.epoch, schedule.max_epochs), progress and
-                            self.group.rank == 0, self.device)  # fmt: skip
+        reporter = EpochReporter(
+            self.epoch, schedule.max_epochs, f"FactVAE on {self.device}",
+            progress and self.group.rank == 0,
+        )  # fmt: skip
         good = self._snapshot()
         failures = 0
         with reuse_freed_memory():
@@ -434,15 +272,14 @@ class Trainer:
                 if schedule.early_stopping:
                     stopper.update(monitored, self)
                 good = self._snapshot()
-                _show_progress(bar, record)
+                reporter.update(self.epoch, record)
                 if (
                     checkpoint is not None
                     and self.group.rank == 0
                     and (checkpoint.due(self.epoch, schedule.max_epochs) or stopper.stopped)
                 ):
                     checkpoint.save(self, rng)
-        if hasattr(bar, "close"):
-            bar.close()
+        reporter.close()
         if schedule.early_stopping and stopper.best_network is not None:
             self.network.load_state_dict(stopper.best_network)
 
@@ -506,22 +343,3 @@ class Trainer:
         rng = np.random.default_rng()
         rng.bit_generator.state = state["numpy_rng"]
         return rng
-
-
-def _show_progress(bar: object, record: dict[str, float]) -> None:
-    if not hasattr(bar, "set_postfix"):
-        return
-    shown = {"rna": f"{record['rna_nll']:.1f}", "atac": f"{record['atac_nll']:.1f}",
-             "reg": f"{record['regulatory']:.3f}"}  # fmt: skip
-    if "validation" in record:
-        shown["val"] = f"{record['validation']:.3f}"
-    bar.set_postfix(shown)
-    bar.update(1)
-
-
-def _progress_bar(epochs: range, progress: bool, device: torch.device):
-    if not progress or len(epochs) == 0:
-        return epochs
-    from tqdm.auto import tqdm
-
-    return tqdm(total=len(epochs), desc=f"FactVAE on {device}", unit="epoch")

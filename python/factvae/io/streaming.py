@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata.io import write_elem
 
-from .persistence import atomic_write
+from factvae.io.persistence import atomic_write
 
 
 def write_h5ad_chunks(

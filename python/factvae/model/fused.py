@@ -1,4 +1,5 @@
-"""Count likelihoods of Eq. 5-7 for the factorised decoder, evaluated sparsely.
+"""The fused, sparse likelihood of Eq. 5-7 that training uses: one interface,
+:func:`factorised_nll`, over kernels that never build the dense per-entry terms.
 
 For ``mu = exp(sf) softmax(z F)``, ``theta = exp(softmax(z Disp))`` and ``pi = z Drop`` (a
 logit), the per-cell log-likelihood is split into
@@ -11,8 +12,8 @@ One autograd function computes both, with analytic gradients taken in the same p
 values. The dense part is one fused kernel (compiled by ``torch.compile`` where a compiler is
 available, so its ~30 elementwise operations become a few loops over the batch x features
 block); the sparse part never materialises a dense index or gradient. The sum equals the dense
-per-entry formula (tests check it), with exact logs where the authors guard with
-``log(x + 1e-8)``.
+per-entry formula of :mod:`factvae.model.reference` (tests check it), with exact logs where the
+authors guard with ``log(x + 1e-8)``.
 """
 
 from __future__ import annotations
@@ -242,29 +243,3 @@ def factorised_nll(
         z, mean_factor, disp_factor, dropout_factor, log_library,
         counts.rows, counts.cols, counts.values, product_dtype,
     )  # fmt: skip
-
-
-def dense_log_likelihood(
-    x: torch.Tensor,
-    mu: torch.Tensor,
-    theta: torch.Tensor,
-    pi_logit: torch.Tensor | None = None,
-    eps: float = 1e-8,
-) -> torch.Tensor:
-    """The per-entry ZINB (or NB) log-likelihood of Eq. 5-6 over a dense block, summed per
-    cell, with the authors' ``log(x + eps)`` guards: the reference that tests and the
-    likelihood benchmark hold the lean version to. Costs ``lgamma`` at every entry."""
-    log_theta_mu = torch.log(theta + mu + eps)
-    nb_zero = theta * (torch.log(theta + eps) - log_theta_mu)
-    nb_rest = (
-        x * (torch.log(mu + eps) - log_theta_mu)
-        + torch.lgamma(x + theta)
-        - torch.lgamma(theta)
-        - torch.lgamma(x + 1)
-    )
-    if pi_logit is None:
-        return (nb_zero + nb_rest).sum(dim=1)
-    log_one_minus_pi = -F.softplus(pi_logit)
-    zero = F.softplus(nb_zero - pi_logit) - F.softplus(-pi_logit)
-    nonzero = log_one_minus_pi + nb_zero + nb_rest
-    return torch.where(x > 0, nonzero, zero).sum(dim=1)

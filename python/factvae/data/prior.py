@@ -9,8 +9,13 @@ import pandas as pd
 import pyranges as pr
 import scipy.sparse as sp
 
-from .errors import FactVAEInputError
-from .genomics import AnnotationLike, harmonise_chromosomes, peak_ranges, read_gene_annotation
+from factvae.data.genomics import (
+    AnnotationLike,
+    harmonise_chromosomes,
+    peak_ranges,
+    read_gene_annotation,
+)
+from factvae.errors import FactVAEInputError
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,11 @@ class GeneToPeak:
         """The linked (gene, peak) pairs as a two-column frame."""
         coo = self.matrix.tocoo()
         return pd.DataFrame({"gene": self.genes[coo.row], "peak": self.peaks[coo.col]})
+
+    def indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """The linked pairs as (gene row, peak column) positions, what the network ties."""
+        coo = self.matrix.tocoo()
+        return coo.row, coo.col
 
     def subset(self, genes: pd.Index, peaks: pd.Index) -> GeneToPeak:
         """Reorder to the model's genes and peaks; features absent from the prior get no pairs."""

@@ -15,8 +15,8 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 
-from .errors import FactVAEInputError
-from .genomics import check_intervals, parse_peak_names
+from factvae.data.genomics import check_intervals, parse_peak_names
+from factvae.errors import FactVAEInputError
 
 __all__ = ["read_10x_multiome", "read_g2p", "read_pair"]
 

@@ -1,125 +1,13 @@
-"""What a trained model gives: embeddings (Eq. 14), augmented ATAC (Eq. 12) and gene-peak links.
-
-Everything is computed in chunks of cells so memory is bounded by the chunk, not the data.
-"""
+"""Gene-peak links: candidate pairs near each TSS, scored by the gene and peak embeddings and
+tested against a background of pairs."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-import torch
 
-from .errors import FactVAEInputError
-from .genomics import tss
-from .model import FactVAENetwork
-
-
-def chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
-@torch.no_grad()
-def latent_means(
-    network: FactVAENetwork,
-    rna_rep: np.ndarray,
-    atac_rep: np.ndarray,
-    kind: str,
-    device: torch.device,
-    chunk_size: int = 4096,
-) -> np.ndarray:
-    """Posterior means in eval mode; ``joint`` = concat(z_atac, z_rna) as in Eq. 14."""
-    if kind not in ("joint", "rna", "atac"):
-        raise FactVAEInputError(f"kind must be 'joint', 'rna' or 'atac', not {kind!r}.")
-    network.eval()
-    parts = []
-    for part in chunks(rna_rep.shape[0], chunk_size):
-        pieces = []
-        if kind in ("joint", "atac"):
-            pieces.append(network.atac_encoder(torch.from_numpy(atac_rep[part]).to(device))[0])
-        if kind in ("joint", "rna"):
-            pieces.append(network.rna_encoder(torch.from_numpy(rna_rep[part]).to(device))[0])
-        parts.append(torch.cat(pieces, dim=1).float().cpu().numpy())
-    return np.concatenate(parts, axis=0)
-
-
-def available_memory_bytes() -> int | None:
-    """Physical memory the OS reports as available (Linux), or None when it cannot tell."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-@torch.no_grad()
-def augmented_chunks(
-    network: FactVAENetwork,
-    atac_rep: np.ndarray,
-    log_library: np.ndarray,
-    peak_index: np.ndarray,
-    device: torch.device,
-    chunk_size: int,
-) -> Iterator[tuple[slice, np.ndarray]]:
-    """Eq. 12, exp(sf) * softmax(z_a F), one chunk of cells at a time, for the chosen peaks.
-
-    The softmax is over all peaks (it defines the shares), then the chosen columns are kept.
-    """
-    network.eval()
-    feature = network.atac_decoder.feature
-    columns = torch.as_tensor(peak_index, dtype=torch.long, device=device)
-    for part in chunks(atac_rep.shape[0], chunk_size):
-        z = network.atac_encoder(torch.from_numpy(atac_rep[part]).to(device))[0]
-        logits = z @ feature
-        log_share = logits[:, columns] - torch.logsumexp(logits, dim=1, keepdim=True)
-        library = torch.from_numpy(log_library[part]).to(device)[:, None]
-        yield part, torch.exp(library + log_share).float().cpu().numpy()
-
-
-def augment(
-    network: FactVAENetwork,
-    atac_rep: np.ndarray,
-    log_library: np.ndarray,
-    peak_index: np.ndarray,
-    device: torch.device,
-    chunk_size: int,
-    threshold: float | None,
-) -> np.ndarray | sp.csr_matrix:
-    """The augmented matrix, dense, or sparse keeping only values >= ``threshold``."""
-    n_cells, n_peaks = atac_rep.shape[0], len(peak_index)
-    if threshold is None:
-        needed = n_cells * n_peaks * 4
-        available = available_memory_bytes()
-        if available is not None and needed > 0.8 * available:
-            raise FactVAEInputError(
-                f"A dense augmented matrix of {n_cells} cells x {n_peaks} peaks needs "
-                f"{needed / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB is available. "
-                "Pass threshold= to keep it sparse, choose fewer cells= or peaks=, or stream "
-                "it to disk with out=."
-            )
-        dense = np.empty((n_cells, n_peaks), dtype=np.float32)
-        for part, values in augmented_chunks(
-            network, atac_rep, log_library, peak_index, device, chunk_size
-        ):
-            dense[part] = values
-        return dense
-    blocks = []
-    for _, values in augmented_chunks(
-        network, atac_rep, log_library, peak_index, device, chunk_size
-    ):
-        values[values < threshold] = 0.0
-        blocks.append(sp.csr_matrix(values))
-    return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_peaks))
+from factvae.data.genomics import tss
+from factvae.errors import FactVAEInputError
 
 
 def candidate_pairs(genes: pd.DataFrame, peaks: pd.DataFrame, window: int) -> pd.DataFrame:

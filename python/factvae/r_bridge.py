@@ -122,7 +122,7 @@ def infer_links(model, window=150_000, n_background=100_000, seed=0) -> dict:
 
 def simulation_parts(n_cells=600, seed=0) -> dict:
     """The simulator's data as R-ready parts: counts features x cells, names and tables."""
-    from .simulate import simulate
+    from factvae.data.simulate import simulate
 
     sim = simulate(n_cells=int(n_cells), seed=int(seed))
     return {

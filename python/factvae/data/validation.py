@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import FactVAEInputError
-from .preprocessing import ENTRY_BLOCK
-from .rowsource import H5CSR, BackedRows, InMemoryRows, RowSource
+from factvae.data.counts import H5CSR, BackedRows, InMemoryRows, RowSource
+from factvae.data.preprocessing import ENTRY_BLOCK
+from factvae.errors import FactVAEInputError
 
 
 @dataclass

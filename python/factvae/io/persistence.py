@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .errors import FactVAEInputError
+from factvae.errors import FactVAEInputError
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

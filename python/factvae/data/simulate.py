@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import FactVAEInputError
+from factvae.errors import FactVAEInputError
 
 __all__ = ["PRESETS", "SimulatedMultiome", "simulate", "simulate_preset"]
 

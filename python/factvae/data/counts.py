@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import FactVAEInputError
+from factvae.errors import FactVAEInputError
 
 CHUNK_ENTRIES = 1 << 22  # stored values per block read from disk: ~32 MB as float32 + int32
 

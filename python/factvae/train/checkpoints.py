@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .persistence import load_torch, save_torch
+from factvae.io.persistence import load_torch, save_torch
 
 if TYPE_CHECKING:
-    from .training import Trainer
+    from factvae.train.trainer import Trainer
 
 CHECKPOINT_FILE = "checkpoint.pt"
 

@@ -14,7 +14,7 @@ from typing import Union
 import numpy as np
 import pandas as pd
 
-from .errors import FactVAEInputError
+from factvae.errors import FactVAEInputError
 
 AnnotationLike = Union[pd.DataFrame, str, Path]
 

@@ -6,7 +6,7 @@ ATAC: TF-IDF, log1p of the scaled frequencies, truncated SVD, each cell's vector
 With bounded inputs (the default) the RNA scores are standardised per cell too, so every
 coordinate either encoder sees lies within +-sqrt(k - 1) for k components (+-9.95 for 100).
 The scaling and centring are applied implicitly inside the SVD, so no dense cells x genes copy
-is ever made; statistics and products run over row blocks (:mod:`factvae.rowsource`), so
+is ever made; statistics and products run over row blocks (:mod:`factvae.data.counts`), so
 counts on disk are read a block at a time and never loaded whole.
 """
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import FactVAEInputError
-from .rowsource import InMemoryRows, RowSource
+from factvae.data.counts import InMemoryRows, RowSource
+from factvae.errors import FactVAEInputError
 
 
 def highly_variable_genes(counts: RowSource, n_top: int) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""What a trained model gives: cell embeddings, augmented ATAC, gene-peak links."""

@@ -1,0 +1,90 @@
+"""Augmented ATAC (Eq. 12): each cell's expected accessibility under the ATAC decoder, one
+chunk of cells at a time, dense, thresholded to sparse, or streamed by the caller."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from factvae.errors import FactVAEInputError
+from factvae.model.network import FactVAENetwork
+from factvae.model.reference import log_normalised_mean
+from factvae.outputs.latent import chunks
+
+
+def available_memory_bytes() -> int | None:
+    """Physical memory the OS reports as available (Linux), or None when it cannot tell."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+@torch.no_grad()
+def augmented_chunks(
+    network: FactVAENetwork,
+    atac_rep: np.ndarray,
+    log_library: np.ndarray,
+    peak_index: np.ndarray,
+    device: torch.device,
+    chunk_size: int,
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """Eq. 12, exp(sf) * softmax(z_a F), one chunk of cells at a time, for the chosen peaks.
+
+    The softmax is over all peaks (it defines the shares), then the chosen columns are kept.
+    """
+    network.eval()
+    feature = network.atac_decoder.feature
+    columns = torch.as_tensor(peak_index, dtype=torch.long, device=device)
+    for part in chunks(atac_rep.shape[0], chunk_size):
+        z = network.atac_encoder(torch.from_numpy(atac_rep[part]).to(device))[0]
+        log_share = log_normalised_mean(z, feature, columns)
+        library = torch.from_numpy(log_library[part]).to(device)[:, None]
+        yield part, torch.exp(library + log_share).float().cpu().numpy()
+
+
+def augment(
+    network: FactVAENetwork,
+    atac_rep: np.ndarray,
+    log_library: np.ndarray,
+    peak_index: np.ndarray,
+    device: torch.device,
+    chunk_size: int,
+    threshold: float | None,
+) -> np.ndarray | sp.csr_matrix:
+    """The augmented matrix, dense, or sparse keeping only values >= ``threshold``."""
+    n_cells, n_peaks = atac_rep.shape[0], len(peak_index)
+    if threshold is None:
+        needed = n_cells * n_peaks * 4
+        available = available_memory_bytes()
+        if available is not None and needed > 0.8 * available:
+            raise FactVAEInputError(
+                f"A dense augmented matrix of {n_cells} cells x {n_peaks} peaks needs "
+                f"{needed / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB is available. "
+                "Pass threshold= to keep it sparse, choose fewer cells= or peaks=, or stream "
+                "it to disk with out=."
+            )
+        dense = np.empty((n_cells, n_peaks), dtype=np.float32)
+        for part, values in augmented_chunks(
+            network, atac_rep, log_library, peak_index, device, chunk_size
+        ):
+            dense[part] = values
+        return dense
+    blocks = []
+    for _, values in augmented_chunks(
+        network, atac_rep, log_library, peak_index, device, chunk_size
+    ):
+        values[values < threshold] = 0.0
+        blocks.append(sp.csr_matrix(values))
+    return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_peaks))
