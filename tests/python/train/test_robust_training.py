@@ -18,7 +18,7 @@ from factvae.model.network import LOGVAR_BOUNDS, Encoder, FactVAENetwork, bounde
 from factvae.model.terms import gaussian_kl
 from factvae.train import trainer as training
 
-DATA = Path(__file__).resolve().parent / "data"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _model(sim, **settings) -> factvae.FactVAE:
@@ -223,7 +223,7 @@ def test_paper_preset_reproduces_the_seeded_result_of_before(sim) -> None:
     model.fit(max_epochs=15, batch_size=64, progress=False, seed=0, precision="float32")
     assert model.training_summary["validation_cells"] == 0
     assert len(model.history) == 15
-    expected = np.load(DATA / "paper_preset_latent_float32.npy")
+    expected = np.load(FIXTURES / "paper_preset_latent_float32.npy")
     np.testing.assert_array_equal(model.get_latent(), expected)
 
 
