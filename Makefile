@@ -6,7 +6,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export RETICULATE_PYTHON := $(abspath $(PYTHON))
 
-.PHONY: setup setup-system setup-python demo test lint test-python test-r bench
+.PHONY: setup setup-system setup-python install demo test test-fast lint test-python test-r bench
 
 setup: setup-system setup-python
 
@@ -16,14 +16,26 @@ setup-system:
 setup-python:
 	bash inst/setup/setup-python.sh . $(VENV)
 
-demo: setup
+# The R package into your R library (R_LIBS_USER, or the one it already names), with the venv's
+# Python recorded, so that library(factvae) works in any R session, from any folder.
+install: setup
+	bash inst/setup/install-r.sh . $(VENV)
+
+demo: install
 	$(VENV)/bin/factvae demo --out demo-output/python
 	Rscript inst/scripts/demo.R demo-output/report
 
 test: setup lint test-r test-python
 
+# ruff's lint rules and formatting, and mypy on the public API modules (pyproject.toml lists them)
 lint:
 	$(VENV)/bin/ruff check python tests/python benchmarks
+	$(VENV)/bin/ruff format --check python tests/python benchmarks
+	$(VENV)/bin/mypy
+
+# The edit-test loop (about 2 minutes here): lint and the Python tests not marked slow.
+test-fast: setup lint
+	$(VENV)/bin/pytest tests/python -m "not slow"
 
 test-python:
 	$(VENV)/bin/pytest tests/python

@@ -22,8 +22,7 @@ SimulateMultiome <- function(n.cells = 600, seed = 0) {
   core <- .factvae_core()
   sim <- .py_call(core$bridge$simulation_parts(n_cells = .whole(n.cells, 2),
                                                seed = .whole(seed, 0)))
-  ranges <- sim$peak_ranges
-  peaks <- .bed_peak_names(ranges$chrom, ranges$start, ranges$end)
+  peaks <- sim$peaks
   object <- .multiome_object(
     rna = .dgc(sim$rna, sim$genes, sim$cells),
     atac = .dgc(sim$atac, peaks, sim$cells),
@@ -31,7 +30,7 @@ SimulateMultiome <- function(n.cells = 600, seed = 0) {
                             sim$annotation$gene_name, sim$annotation$strand),
     cell.type = sim$cell_type)
   SeuratObject::Misc(object, slot = "true.links") <- data.frame(
-    gene = sim$links$gene, peak = peaks[match(sim$links$peak, sim$peaks)],
+    gene = sim$links$gene, peak = sim$links$peak,
     stringsAsFactors = FALSE)
   object
 }
@@ -106,9 +105,10 @@ ReadMultiome <- function(data.dir) {
   object
 }
 
-# Peaks named by their BED coordinates, the way Cell Ranger names them.
+# Names of peaks given in BED coordinates, by the core's one naming rule (Signac's reading:
+# chrom-(start + 1)-end, so each name reads back to its interval).
 .bed_peak_names <- function(chrom, start, end) {
-  sprintf("%s-%.0f-%.0f", chrom, start, end)
+  unlist(.py_call(.factvae_core()$bridge$peak_names_from_ranges(chrom, start, end)))
 }
 
 # Genes in BED coordinates (0-based start) as a 1-based GRanges.

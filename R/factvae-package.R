@@ -1,9 +1,9 @@
 #' factvae: FactVAE for single-cell multiome data in Seurat and Signac
 #'
 #' Runs FactVAE on a Seurat object holding paired RNA and ATAC counts. The
-#' gene-to-peak prior is built in R from genomic ranges ([GeneToPeak()]); the
-#' model itself lives in the `factvae` Python package, reached through
-#' reticulate. [RunFactVAE()] returns the object with joint, RNA and ATAC cell
+#' model, the gene-to-peak prior ([GeneToPeak()]) and the genomic conventions
+#' (peak names, chromosome names) live in the `factvae` Python package,
+#' reached through reticulate; R converts and never re-implements them. [RunFactVAE()] returns the object with joint, RNA and ATAC cell
 #' embeddings, and optionally the augmented ATAC matrix as an assay and
 #' gene-peak links in Signac's format ([FactVAELinks()]).
 #'
@@ -11,9 +11,10 @@
 #' The first of these that is set names the Python interpreter: the option
 #' `factvae.python` (a `python` binary or a virtual environment folder), the
 #' environment variable `RETICULATE_PYTHON`, the environment recorded by
-#' [install_factvae()], and the `.venv` folder of a factvae source checkout
-#' that contains the working directory. It must hold the `factvae` Python
-#' package, version 0.1.0 or later.
+#' `make install` (run in the source folder) or [install_factvae()] (in the
+#' file `python` of `tools::R_user_dir("factvae", "config")`), and the `.venv`
+#' folder of a factvae source checkout that contains the working directory.
+#' It must hold the `factvae` Python package, of this R package's version or later.
 #'
 #' @keywords internal
 "_PACKAGE"

@@ -5,17 +5,27 @@
 #' (genes without a strand count as `+`). This is the prior FactVAE's
 #' regulatory constraint uses.
 #'
+#' The rule is the Python core's (`factvae.gene_to_peak`), called here through
+#' reticulate, so R and Python build the same prior from the same inputs.
 #' Genes are named by the `gene_name` column (or by `names(genes)`). A gene
 #' listed several times keeps its longest span; in an annotation that lists
 #' exons and UTRs per transcript (one with a `tx_id` column, such as
-#' Signac's), a gene spans its longest transcript. Chromosome names are
-#' harmonised to the peaks' style (`chr1` vs `1`, `chrM` vs `MT`).
+#' Signac's), a gene spans its longest transcript. Rows come in the order of
+#' each gene's first row.
+#'
+#' Chromosome names are harmonised to the peaks' style: the annotation's names
+#' are tried as given, with a `chr` prefix (`MT` becoming `chrM`) and without
+#' it (`chrM` becoming `MT`), and the spelling that puts the most genes on the
+#' peaks' chromosomes wins (a tie keeps the names as given). A gene and a peak
+#' are linked when the locus and the peak share a base; peak names are read as
+#' [PeakRanges()] reads them (Signac's 1-based, inclusive reading:
+#' `chr1-1000-1500` is the bases 1000 to 1500).
 #'
 #' @param genes A GRanges of genes with a `gene_name` column and strands, such
 #'   as `Signac::Annotation()` of a ChromatinAssay.
 #' @param peaks A GRanges of peaks (named by peak; unnamed ones get Signac's
-#'   `chr-start-end` names) or a character vector of peak names (see
-#'   [PeakRanges()]).
+#'   `chr-start-end` names, start 1-based) or a character vector of peak names
+#'   (see [PeakRanges()]).
 #' @param upstream Bases added before the TSS.
 #'
 #' @return A `dgCMatrix` of genes x peaks, 1 where a gene locus overlaps a
@@ -25,27 +35,24 @@
 #' genes <- GenomicRanges::GRanges(
 #'   c("chr1", "chr1"), IRanges::IRanges(c(5000, 20000), c(9000, 26000)),
 #'   strand = c("+", "-"), gene_name = c("GENE1", "GENE2"))
-#' GeneToPeak(genes, c("chr1-3500-3800", "chr1-26500-27000", "chr2-10-20"))
+#' if (FactVAEAvailable()) {
+#'   GeneToPeak(genes, c("chr1-3500-3800", "chr1-26500-27000", "chr2-10-20"))
+#' }
 GeneToPeak <- function(genes, peaks, upstream = 2000) {
   peaks <- .as_peak_ranges(peaks)
   .gene_to_peak(.gene_table(genes, peaks), peaks, upstream)
 }
 
+# The prior of a gene table (from .gene_table) and named peak ranges, built by the Python core.
 .gene_to_peak <- function(table, peaks, upstream) {
-  if (!is.numeric(upstream) || length(upstream) != 1 || is.na(upstream) || upstream < 0) {
-    stop("upstream must be a number of bases >= 0.", call. = FALSE)
+  if (!is.numeric(upstream) || length(upstream) != 1 || is.na(upstream) || upstream < 0 ||
+      upstream != round(upstream)) {
+    stop("upstream must be a whole number of bases >= 0.", call. = FALSE)
   }
-  minus <- table$strand == "-"
-  # Shared chromosome levels: GenomicRanges warns when either side has one the other lacks.
-  chroms <- union(table$chrom, as.character(seqnames(peaks)))
-  loci <- GRanges(factor(table$chrom, chroms), IRanges(
-    ifelse(minus, table$start, pmax(table$start - upstream, 1)),
-    ifelse(minus, table$end + upstream, table$end)))
-  targets <- GRanges(factor(as.character(seqnames(peaks)), chroms),
-                     IRanges(start(peaks), end(peaks)))
-  hits <- findOverlaps(loci, targets, ignore.strand = TRUE)
-  Matrix::sparseMatrix(i = queryHits(hits), j = subjectHits(hits), x = 1,
-                       dims = c(nrow(table), length(peaks)),
+  pairs <- .py_call(.factvae_core()$bridge$gene_to_peak_pairs(
+    .gene_frame(table), c(.peak_var(peaks), list(name = names(peaks))), as.integer(upstream)))
+  Matrix::sparseMatrix(i = as.integer(pairs$gene) + 1L, j = as.integer(pairs$peak) + 1L,
+                       x = 1, dims = c(nrow(table), length(peaks)),
                        dimnames = list(table$gene_name, names(peaks)))
 }
 
@@ -55,12 +62,16 @@ GeneToPeak <- function(genes, peaks, upstream = 2000) {
     stop("peaks must be a GRanges or a character vector of peak names.", call. = FALSE)
   }
   if (is.null(names(peaks))) {
-    names(peaks) <- paste(seqnames(peaks), start(peaks), end(peaks), sep = "-")
+    coords <- .peak_var(peaks)
+    names(peaks) <- as.character(unlist(.py_call(.factvae_core()$bridge$peak_names_from_ranges(
+      coords$chrom, coords$start, coords$end))))
   }
   peaks
 }
 
-# One row per gene (chrom, 1-based start, end, strand, gene_name), on the peaks' chromosome names.
+# One row per gene (gene_name, chrom, 1-based start, end, strand) on the peaks' chromosome
+# names, tidied by the Python core (see GeneToPeak's details); errors when no gene is on a
+# peak chromosome.
 .gene_table <- function(genes, peaks) {
   if (!is(genes, "GRanges")) {
     stop("The gene annotation must be a GRanges of genes (with a gene_name column), not ",
@@ -72,59 +83,27 @@ GeneToPeak <- function(genes, peaks, upstream = 2000) {
          call. = FALSE)
   }
   name <- as.character(name)
-  usable <- !is.na(name) & nzchar(name) & width(genes) > 0
+  name[is.na(name)] <- ""
+  columns <- .gene_frame(data.frame(gene_name = name, chrom = as.character(seqnames(genes)),
+                                    start = start(genes), end = end(genes),
+                                    strand = as.character(strand(genes)),
+                                    stringsAsFactors = FALSE))
   tx <- mcols(genes)$tx_id
-  table <- data.frame(gene_name = name, chrom = as.character(seqnames(genes)),
-                      start = start(genes), end = end(genes),
-                      strand = as.character(strand(genes)),
-                      stringsAsFactors = FALSE)[usable, , drop = FALSE]
-  if (nrow(table) == 0) {
-    stop("The gene annotation has no usable genes (each needs a gene_name and a width > 0).",
-         call. = FALSE)
+  if (!is.null(tx)) {
+    tx <- as.character(tx)
+    tx[is.na(tx)] <- ""
+    columns$tx_id <- tx
   }
-  if (!is.null(tx) && anyDuplicated(table$gene_name)) {
-    table <- .transcript_spans(table, as.character(tx[usable]))
-  }
-  longest <- order(table$start - table$end, seq_len(nrow(table)))
-  table <- table[sort(longest[!duplicated(table$gene_name[longest])]), , drop = FALSE]
-  table$chrom <- .harmonise_chromosomes(table$chrom, as.character(seqnames(peaks)))
-  rownames(table) <- NULL
-  table
+  found <- .py_call(.factvae_core()$bridge$gene_table(
+    columns, unique(as.character(seqnames(peaks)))))
+  data.frame(gene_name = as.character(unlist(found$gene_name)),
+             chrom = as.character(unlist(found$chrom)),
+             start = as.vector(found$start) + 1, end = as.vector(found$end),
+             strand = as.character(unlist(found$strand)), stringsAsFactors = FALSE)
 }
 
-# Annotations that list the parts of each transcript (exons, UTRs): one row per transcript.
-.transcript_spans <- function(table, tx) {
-  key <- paste(table$gene_name, tx, table$chrom, table$strand, sep = "\r")
-  first <- !duplicated(key)
-  starts <- vapply(split(table$start, key), min, numeric(1))
-  ends <- vapply(split(table$end, key), max, numeric(1))
-  table <- table[first, , drop = FALSE]
-  table$start <- unname(starts[key[first]])
-  table$end <- unname(ends[key[first]])
-  table
-}
-
-# Renames chromosomes to the style of `target` (with or without "chr"), choosing the style that
-# matches most genes; errors only when no style matches any.
-.harmonise_chromosomes <- function(chrom, target) {
-  target <- unique(target)
-  styles <- list(
-    chrom,
-    ifelse(chrom == "MT", "chrM", ifelse(startsWith(chrom, "chr"), chrom, paste0("chr", chrom))),
-    ifelse(chrom == "chrM", "MT", sub("^chr", "", chrom))
-  )
-  matched <- vapply(styles, function(style) sum(style %in% target), numeric(1))
-  if (max(matched) == 0) {
-    stop(sprintf(paste0("The gene annotation's chromosome names (e.g. %s) match none of the ",
-                        "peaks' (e.g. %s), with or without a 'chr' prefix. Use an annotation of ",
-                        "the same genome as the peaks."),
-                 paste(utils::head(unique(chrom), 3), collapse = ", "),
-                 paste(utils::head(target, 3), collapse = ", ")), call. = FALSE)
-  }
-  styles[[which.max(matched)]]
-}
-
-# The genes as the Python core reads them (0-based starts, like BED).
+# Genes as the Python core reads them (0-based, half-open, like BED): a GRanges-style 1-based
+# start s is the 0-based s - 1.
 .gene_frame <- function(table) {
   list(chrom = table$chrom, start = as.integer(table$start - 1), end = as.integer(table$end),
        gene_name = table$gene_name, strand = table$strand)

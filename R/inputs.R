@@ -1,5 +1,6 @@
 # Reading RunFactVAE's inputs from a Seurat object, on SeuratObject 4 and 5. Everything here
-# errors before Python is touched, so bad input fails fast and leaves the object as it was.
+# errors before training, so bad input fails fast and leaves the object as it was. Peak names
+# are read by the Python core's rule (PeakRanges), the one place here that starts Python.
 
 # SeuratObject 5 reads data by layer; version 4 by slot. Functions that exist in only one of
 # them are looked up at run time so that R CMD check is clean against either.
@@ -85,38 +86,42 @@
 
 #' Genomic ranges of peaks from their names
 #'
-#' Reads peak names the way Signac does: `chr-start-end` (Seurat's form of
-#' `chr_start_end`) or `chr:start-end`, the last two fields being the start and
-#' the end; the start becomes the GRanges start.
+#' Reads peak names by the rule the R package shares with the Python core: it
+#' calls the Python function `factvae.data.genomics.parse_peak_names`, so the
+#' two languages cannot read a name differently.
+#'
+#' A name is `chrom`, a separator (`-`, `:` or `_`), `start`, a separator (`-`
+#' or `_`) and `end`: `chr1-1000-1500`, `chr1:1000-1500` and `chr1_1000_1500`
+#' are one peak (Seurat rewrites `_` to `-` in feature names). The last two
+#' fields are the coordinates, so a chromosome name may hold separators:
+#' `chrUn-gl000220-1-5000-6000` is on `chrUn-gl000220-1`.
+#'
+#' Coordinates are read as Signac reads them, 1-based and inclusive:
+#' `chr1-1000-1500` is the bases 1000 to 1500, a GRanges with start 1000 and
+#' end 1500 (the 0-based, half-open `[999, 1500)` of BED files and of the
+#' Python core). `end == start` is a 1-bp peak; `end < start` is an error. A
+#' start of 0 (found in names written from BED coordinates) is read as base 1.
 #'
 #' @param peaks Character vector of peak names.
 #' @return A GRanges named by `peaks`.
 #' @export
 #' @examples
-#' PeakRanges(c("chr1-1000-1500", "chr2:500-800"))
+#' if (FactVAEAvailable()) {
+#'   PeakRanges(c("chr1-1000-1500", "chr2:500-800", "chr3_10_10"))
+#' }
 PeakRanges <- function(peaks) {
-  pattern <- "^(.+)[-:]([0-9]+)-([0-9]+)$"
-  ok <- grepl(pattern, peaks)
-  if (!all(ok)) {
-    stop(sprintf(paste0("%d of %d peak names do not parse as 'chr-start-end' (e.g. %s). ",
-                        "Name the ATAC features by their coordinates, or use a Signac ",
-                        "ChromatinAssay that carries the peaks' ranges."),
-                 sum(!ok), length(peaks),
-                 paste(sQuote(utils::head(peaks[!ok], 3), q = FALSE), collapse = ", ")),
-         call. = FALSE)
+  if (!is.character(peaks)) {
+    stop("peaks must be a character vector of peak names.", call. = FALSE)
   }
-  start <- as.numeric(sub(pattern, "\\2", peaks))
-  end <- as.numeric(sub(pattern, "\\3", peaks))
-  if (any(end < start)) {
-    stop(sprintf("Peak names with end < start, e.g. %s; fix their coordinates.",
-                 peaks[end < start][1]), call. = FALSE)
-  }
-  ranges <- GRanges(sub(pattern, "\\1", peaks), IRanges(start, end))
+  parsed <- .py_call(.factvae_core()$bridge$peak_ranges_from_names(peaks))
+  ranges <- GRanges(as.character(unlist(parsed$chrom)),
+                    IRanges(as.vector(parsed$start) + 1, as.vector(parsed$end)))
   names(ranges) <- peaks
   ranges
 }
 
-# The peaks' coordinates as the Python core reads them (0-based, half-open, like BED).
+# The peaks' coordinates as the Python core reads them (0-based, half-open, like BED): a GRanges
+# start s (1-based) is the 0-based s - 1. The one place R converts peaks for Python.
 .peak_var <- function(ranges) {
   list(chrom = as.character(seqnames(ranges)), start = start(ranges) - 1L, end = end(ranges))
 }

@@ -128,8 +128,8 @@
 }
 
 # Links as Signac stores them: a GRanges from the gene's TSS to the peak's centre.
-.links <- function(core, fit, peaks, window, pvalue, seed) {
-  found <- .py_call(core$bridge$infer_links(fit, window = window, seed = seed))
+.links <- function(core, fit, peaks, window, score, pvalue, seed) {
+  found <- .py_call(core$bridge$infer_links(fit, window = window, seed = seed, score = score))
   keep <- as.vector(found$pvalue) <= pvalue
   found <- lapply(found, function(column) as.vector(column)[keep])
   peak <- match(found$peak, names(peaks))
@@ -138,6 +138,7 @@
   links <- GRanges(seqnames(peaks)[peak], IRanges(pmin(tss, centre), pmax(tss, centre)),
                    score = found$score, gene = found$gene, peak = found$peak,
                    zscore = found$zscore, pvalue = found$pvalue, qvalue = found$qvalue,
+                   in_prior = as.logical(found$in_prior),
                    seqinfo = GenomeInfoDb::seqinfo(peaks))
   # Sorted by position, as Signac's LinkPeaks returns them.
   links[order(links)]

@@ -2,7 +2,9 @@
 # kept here; a failed attempt is not cached, so fixing the set-up and calling again works.
 .core <- new.env(parent = emptyenv())
 
-.min_core_version <- "0.1.0"
+# The core must be at least this R package's own version: both are released together from one
+# source, and the version is written once (DESCRIPTION is tested against the Python package).
+.min_core_version <- function() as.character(utils::packageVersion("factvae"))
 
 #' Is the factvae Python core available?
 #'
@@ -60,9 +62,7 @@ install_factvae <- function(source = NULL, venv = NULL, python = "python3") {
          status, "); see its output above.", call. = FALSE)
   }
   interpreter <- file.path(normalizePath(venv), "bin", "python")
-  config <- .recorded_python_file()
-  dir.create(dirname(config), recursive = TRUE, showWarnings = FALSE)
-  writeLines(interpreter, config)
+  .record_python(interpreter)
   if (reticulate::py_available(initialize = FALSE)) {
     message("Restart R to use the new environment (Python is already running in this session).")
   }
@@ -129,18 +129,19 @@ if sys.platform.startswith('linux') and hasattr(os, 'RTLD_DEEPBIND') and 'torch'
 }
 
 .check_core_version <- function(version, python) {
-  if (package_version(version) < .min_core_version) {
+  if (package_version(version) < .min_core_version()) {
     .core_missing(sprintf("Python %s has factvae %s, older than the %s this R package needs",
-                          python, version, .min_core_version))
+                          python, version, .min_core_version()))
   }
   invisible(version)
 }
 
 .core_missing <- function(reason) {
   stop("The factvae Python core is not usable: ", reason, ".\n",
-       "Install it with factvae::install_factvae(\"path/to/factvae\") (or, in a shell, ",
-       "inst/setup/setup-python.sh path/to/factvae), then restart R. ",
-       "To use a Python that already has factvae >= ", .min_core_version,
+       "To fix it, run `make install` in the factvae source folder (it makes the Python ",
+       "environment .venv, installs this R package and records that Python in ",
+       .recorded_python_file(), "), or factvae::install_factvae(\"path/to/factvae\") from R; ",
+       "then restart R. To use a Python that already has factvae >= ", .min_core_version(),
        ", set options(factvae.python = \"/path/to/bin/python\") or RETICULATE_PYTHON ",
        "before Python starts in the R session (restart R if it has).", call. = FALSE)
 }
@@ -150,7 +151,7 @@ if sys.platform.startswith('linux') and hasattr(os, 'RTLD_DEEPBIND') and 'torch'
   candidates <- list(
     "options(factvae.python)" = getOption("factvae.python"),
     "RETICULATE_PYTHON" = Sys.getenv("RETICULATE_PYTHON"),
-    "install_factvae()" = .recorded_python(),
+    "the record of `make install` or install_factvae()" = .recorded_python(),
     "the source checkout" = .checkout_python()
   )
   for (source in names(candidates)) {
@@ -165,8 +166,17 @@ if sys.platform.startswith('linux') and hasattr(os, 'RTLD_DEEPBIND') and 'torch'
   NULL
 }
 
+# Where `make install` (inst/setup/install-r.sh) and install_factvae() record the Python to use:
+# a one-line file in the user's R configuration folder (R_USER_CONFIG_DIR moves it).
 .recorded_python_file <- function() {
   file.path(tools::R_user_dir("factvae", which = "config"), "python")
+}
+
+.record_python <- function(python) {
+  file <- .recorded_python_file()
+  dir.create(dirname(file), recursive = TRUE, showWarnings = FALSE)
+  writeLines(python, file)
+  invisible(file)
 }
 
 .recorded_python <- function() {

@@ -96,7 +96,16 @@
 #'   `Links()`, and as those of the augmented assay when it is one.
 #' @param link.window Largest distance, in bases, between a gene's TSS and a
 #'   linked peak.
-#' @param link.pvalue Keep links with a p-value up to this.
+#' @param link.score How links are scored: `"correlation"` (the default), the
+#'   correlation over cells of the gene's and the peak's contributions to the
+#'   model's decoders, which does not depend on how the RNA and ATAC latent
+#'   spaces are rotated against each other; or `"cosine"`, the paper's cosine
+#'   of the gene and peak embeddings, which is highest for the prior's own pairs
+#'   by construction.
+#' @param link.pvalue Keep links with a p-value up to this. Each link is tested
+#'   against candidate pairs outside the prior at a similar distance from the
+#'   TSS and with similarly accessible peaks; `in_prior` marks the prior's own
+#'   pairs.
 #' @param reduction.name Name of the joint reduction; the RNA and ATAC ones
 #'   get the suffixes `.rna` and `.atac`.
 #' @param reduction.key Key of the joint reduction; the RNA and ATAC ones
@@ -132,7 +141,8 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
                               augment.features = NULL, augment.threshold = NULL,
                               augment.file = NULL,
                               chunk.size = 1024, links = FALSE, link.window = 150000,
-                              link.pvalue = 0.05, reduction.name = "factvae",
+                              link.score = "correlation", link.pvalue = 0.05,
+                              reduction.name = "factvae",
                               reduction.key = "FactVAE_", verbose = TRUE, ...) {
   if (...length() > 0) {
     stop("Unknown argument(s) to RunFactVAE: ", paste(names(list(...)), collapse = ", "),
@@ -156,13 +166,14 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
                    upstream = .whole(upstream, 0))
   chunk.size <- .whole(chunk.size, 1)
   link.window <- .whole(link.window, 0)
+  link.score <- .one_string(link.score)
   if (!is.numeric(link.pvalue) || length(link.pvalue) != 1 || is.na(link.pvalue)) {
     stop("link.pvalue must be a number (1 keeps every candidate link).", call. = FALSE)
   }
   outputs <- .output_names(object, reduction.name, reduction.key, rna.assay, atac.assay,
                          if (augment) augment.assay)
 
-  # Everything that can be checked in R is checked before Python starts and before training.
+  # Everything that can be checked is checked before training starts.
   counts <- .match_cells(.assay_counts(object, rna.assay, "rna.assay"),
                          .assay_counts(object, atac.assay, "atac.assay"), rna.assay, atac.assay)
   cells <- colnames(counts$rna)
@@ -220,7 +231,7 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     info$augment.file <- augment.file
   }
   if (links) {
-    found <- .links(core, fit, peaks, link.window, link.pvalue, settings$seed)
+    found <- .links(core, fit, peaks, link.window, link.score, link.pvalue, settings$seed)
     object <- .set_signac_links(object, c(atac.assay, if (augment) augment.assay), found)
     info$links <- found
   }

@@ -62,18 +62,6 @@ def nearest_gene_pairs(sim) -> pd.DataFrame:
     return pd.DataFrame({"gene": chosen, "peak": peaks.index.to_numpy()})
 
 
-def cluster_scores(embedding: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    k = len(np.unique(labels))
-    clusters = KMeans(k, n_init=10, random_state=0).fit_predict(embedding)
-    return {
-        "ari": float(adjusted_rand_score(labels, clusters)),
-        "nmi": float(normalized_mutual_info_score(labels, clusters)),
-    }
-
-
 def baselines(sim) -> dict[str, dict[str, float]]:
     """Plain RNA PCA (50 PCs of the scaled HVGs) and PCA + LSI (50 + 50, each cell's vector
     standardised so neither modality dominates), scored as the model is."""
@@ -86,6 +74,7 @@ def baselines(sim) -> dict[str, dict[str, float]]:
         rna_pca,
         standardise_rows,
     )
+    from factvae.outputs.scores import clustering_scores
 
     rna = sp.csr_matrix(sim.rna.X)
     totals = np.asarray(rna.sum(axis=1)).ravel()
@@ -94,13 +83,14 @@ def baselines(sim) -> dict[str, dict[str, float]]:
     lsi, _ = atac_lsi(sp.csr_matrix(sim.atac.X), 51, 0)
     labels = sim.rna.obs["cell_type"].to_numpy()
     both = np.hstack([standardise_rows(pca), lsi[:, 1:]])  # LSI's first component is depth
-    return {"rna_pca": cluster_scores(pca, labels), "pca_lsi": cluster_scores(both, labels)}
+    return {"rna_pca": clustering_scores(pca, labels), "pca_lsi": clustering_scores(both, labels)}
 
 
 def run_one(seed: int, fit_kwargs: dict) -> dict:
     import torch
 
     import factvae
+    from factvae.outputs.scores import clustering_scores
 
     sim = factvae.simulate_preset(PRESET, seed=0)
     pairs = nearest_gene_pairs(sim)
@@ -123,7 +113,7 @@ def run_one(seed: int, fit_kwargs: dict) -> dict:
     )
     if model.is_trained:
         for kind in ("joint", "rna", "atac"):
-            scores = cluster_scores(model.get_latent(kind), labels)
+            scores = clustering_scores(model.get_latent(kind), labels)
             result[f"{kind}_ari"], result[f"{kind}_nmi"] = scores["ari"], scores["nmi"]
     return result
 

@@ -9,6 +9,8 @@ import anndata as ad
 import pandas as pd
 import scipy.io
 
+from factvae.data.genomics import format_peak_names
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,7 +30,7 @@ def load_snare(folder: Path | None = None) -> tuple[ad.AnnData, ad.AnnData, pd.D
     peaks = pd.read_csv(
         folder / "peaks.bed", sep="\t", header=None, names=["chrom", "start", "end"]
     )
-    peaks.index = peaks["chrom"] + "-" + peaks["start"].astype(str) + "-" + peaks["end"].astype(str)
+    peaks.index = format_peak_names(peaks["chrom"], peaks["start"], peaks["end"])
     rna_counts = scipy.io.mmread(folder / "rna_counts.mtx.gz").T.tocsr().astype("float32")
     atac_counts = scipy.io.mmread(folder / "atac_counts.mtx.gz").T.tocsr().astype("float32")
     rna = ad.AnnData(rna_counts, obs=obs.copy(), var=pd.DataFrame(index=gene_names.to_numpy()))

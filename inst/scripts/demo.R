@@ -5,8 +5,9 @@
 # Usage: Rscript inst/scripts/demo.R OUTPUT_DIR [DATA_DIR] [EPOCHS]
 #   DATA_DIR  a folder in the layout ReadMultiome() reads (default: simulated data)
 #   EPOCHS    training epochs (default: 20 on simulated data, 150 on real data)
-# Run from a source checkout, it first installs the package from it into <checkout>/.Rlib and
-# uses the checkout's .venv unless RETICULATE_PYTHON or options(factvae.python) say otherwise.
+# It uses the installed factvae package (`make install`, which `make demo` runs, installs it into
+# your R library and records the checkout's .venv as its Python); run from a source checkout, it
+# renders the checkout's vignette.
 args <- commandArgs(trailingOnly = TRUE)
 if (length(args) < 1 || length(args) > 3) {
   stop("usage: Rscript demo.R OUTPUT_DIR [DATA_DIR] [EPOCHS]", call. = FALSE)
@@ -20,26 +21,14 @@ checkout <- if (length(script)) normalizePath(file.path(dirname(script), "..", "
 from.checkout <- nzchar(checkout) && file.exists(file.path(checkout, "DESCRIPTION")) &&
   file.exists(file.path(checkout, "vignettes", "factvae.Rmd"))
 
-if (from.checkout) {
-  library.dir <- file.path(checkout, ".Rlib")
-  dir.create(library.dir, showWarnings = FALSE)
-  log <- suppressWarnings(system2(file.path(R.home("bin"), "R"),
-                                  c("CMD", "INSTALL", "--no-test-load", "--no-docs",
-                                    "-l", shQuote(library.dir), shQuote(checkout)),
-                                  stdout = TRUE, stderr = TRUE))
-  if (!is.null(attr(log, "status"))) {
-    stop("installing factvae from ", checkout, " failed:\n", paste(log, collapse = "\n"),
-         call. = FALSE)
-  }
-  .libPaths(c(library.dir, .libPaths()))
-  venv <- file.path(checkout, ".venv", "bin", "python")
-  if (!nzchar(Sys.getenv("RETICULATE_PYTHON")) && is.null(getOption("factvae.python")) &&
-      file.exists(venv)) {
-    options(factvae.python = venv)
-  }
-  vignette <- file.path(checkout, "vignettes", "factvae.Rmd")
+if (!requireNamespace("factvae", quietly = TRUE)) {
+  stop("The factvae R package is not installed: run `make install` in the factvae source ",
+       "folder (`make demo` runs it), which installs it into your R library.", call. = FALSE)
+}
+vignette <- if (from.checkout) {
+  file.path(checkout, "vignettes", "factvae.Rmd")
 } else {
-  vignette <- system.file("doc", "factvae.Rmd", package = "factvae", mustWork = TRUE)
+  system.file("doc", "factvae.Rmd", package = "factvae", mustWork = TRUE)
 }
 
 library(factvae)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import platform
@@ -54,8 +55,8 @@ from factvae.io.streaming import write_h5ad_chunks
 from factvae.model.network import Architecture, FactVAENetwork
 from factvae.outputs.augment import augment, augmented_chunks
 from factvae.outputs.latent import latent_means
-from factvae.outputs.links import infer_links
-from factvae.settings import ModelSettings, auto_max_epochs, auto_patience
+from factvae.outputs.links import LINK_SCORES, correlation_scorer, cosine_scorer, infer_links
+from factvae.settings import RUN_DEFAULTS, ModelSettings, auto_max_epochs, auto_patience
 from factvae.train.batches import TrainingData
 from factvae.train.checkpoints import CheckpointPolicy
 from factvae.train.devices import seed_everything, select_device
@@ -105,6 +106,7 @@ class FactVAE:
         rna_counts, genes_kept = check_not_empty(rna_counts, self.obs_names, all_genes, "rna")
         atac_counts, self.peaks = check_not_empty(atac_counts, self.obs_names, all_peaks, "atac")
         self.peak_coords = peak_coords_all.loc[self.peaks]
+        self.peak_detection: np.ndarray | None = atac_counts.detected / len(self.obs_names)
         n_cells = len(self.obs_names)
         self.settings.check_against_data(n_cells)
 
@@ -226,14 +228,14 @@ class FactVAE:
     def fit(
         self,
         max_epochs: int | None = None,
-        batch_size: int = 128,
-        device: str = "auto",
-        seed: int = 0,
+        batch_size: int = RUN_DEFAULTS.batch_size,
+        device: str = RUN_DEFAULTS.device,
+        seed: int = RUN_DEFAULTS.seed,
         progress: bool = True,
         checkpoint_dir: str | Path | None = None,
-        checkpoint_every: int = 10,
+        checkpoint_every: int = RUN_DEFAULTS.checkpoint_every,
         resume: bool = True,
-        precision: str = "auto",
+        precision: str = RUN_DEFAULTS.precision,
         early_stopping: bool | None = None,
         validation_fraction: float | None = None,
         patience: int | None = None,
@@ -291,7 +293,12 @@ class FactVAE:
             group=group,
         )
         policy = (
-            CheckpointPolicy(Path(checkpoint_dir), checkpoint_every, resume)
+            CheckpointPolicy(
+                Path(checkpoint_dir),
+                checkpoint_every,
+                resume,
+                self._fingerprint(settings, schedule, batch_size, seed),
+            )
             if checkpoint_dir
             else None
         )
@@ -331,6 +338,28 @@ class FactVAE:
             early_stopping=settings.early_stopping,
             patience=settings.patience or auto_patience(max_epochs),
         )
+
+    def _fingerprint(
+        self, settings: ModelSettings, schedule: Schedule, batch_size: int, seed: int
+    ) -> dict[str, Any]:
+        """What a checkpoint of this fit depends on: the cells, features, prior and counts (by
+        digest), every setting, the schedule, batch size and seed."""
+        data = self._data
+        assert data is not None  # fit() refuses a loaded model before this
+        digest = hashlib.sha256()
+        for array in (data.rna_log_library, data.atac_log_library, *self.g2p.indices()):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return {
+            "cells": _names_digest(self.obs_names),
+            "genes": _names_digest(self.genes),
+            "peaks": _names_digest(self.peaks),
+            "counts and prior": digest.hexdigest(),
+            **settings.to_dict(),
+            "max_epochs": schedule.max_epochs,
+            "validation cells": _names_digest(self.obs_names[schedule.validation_cells]),
+            "batch_size": int(batch_size),
+            "seed": int(seed),
+        }
 
     def _finish_training(self, trainer: Trainer, schedule: Schedule) -> None:
         """What the run did, kept on the model (and saved with it)."""
@@ -373,7 +402,7 @@ class FactVAE:
         self,
         cells: Any = None,
         peaks: Any = None,
-        chunk_size: int = 1024,
+        chunk_size: int = RUN_DEFAULTS.chunk_size,
         threshold: float | None = None,
         out: str | Path | None = None,
     ) -> np.ndarray | sp.csr_matrix | Path:
@@ -407,23 +436,47 @@ class FactVAE:
         )
 
     def infer_links(
-        self, window: int = 150_000, n_background: int = 100_000, seed: int = 0
+        self,
+        window: int = RUN_DEFAULTS.link_window,
+        n_background: int = RUN_DEFAULTS.n_background,
+        seed: int = RUN_DEFAULTS.seed,
+        score: str = RUN_DEFAULTS.link_score,
     ) -> pd.DataFrame:
-        """Gene-peak links within ``window`` bp of each TSS, scored by embedding cosine."""
+        """Gene-peak links within ``window`` bp of each TSS, scored and tested.
+
+        ``score="correlation"`` (default) correlates the gene's and the peak's contributions
+        to the decoders over cells; ``"cosine"`` is the paper's embedding cosine. Each link is
+        tested against up to ``n_background`` pairs outside the prior matched on distance to
+        the TSS and on the peak's accessibility; ``in_prior`` marks the prior's own pairs. See
+        :mod:`factvae.outputs.links` for what the scores mean.
+        """
         self._require_trained()
+        if score not in LINK_SCORES:
+            raise FactVAEInputError(f"score must be one of {list(LINK_SCORES)}, not {score!r}.")
         if self.gene_coords is None:
             raise FactVAEInputError(
                 "infer_links needs gene coordinates: build the model with gene_annotation=."
             )
         located = self.gene_coords.dropna()
+        rows = self.genes.get_indexer(located.index)
+        genes = self.gene_embeddings().to_numpy(dtype=np.float64)[rows]
+        peaks = self.peak_embeddings().to_numpy(dtype=np.float64)
+        if score == "cosine":
+            scorer = cosine_scorer(genes, peaks)
+        else:
+            scorer = correlation_scorer(
+                genes, peaks, self.get_latent("rna").astype(np.float64),
+                self.get_latent("atac").astype(np.float64),
+            )  # fmt: skip
         return infer_links(
-            self.gene_embeddings().loc[located.index],
-            self.peak_embeddings(),
+            scorer,
             located.astype({"start": np.int64, "end": np.int64}),
             self.peak_coords,
             window,
             n_background,
             seed,
+            prior=self.g2p.matrix[rows],
+            accessibility=self.peak_detection,
         )
 
     # ---- persistence ----------------------------------------------------------------------
@@ -447,6 +500,8 @@ class FactVAE:
             "g2p_rows": self.g2p.indices()[0],
             "g2p_cols": self.g2p.indices()[1],
         }
+        if self.peak_detection is not None:
+            arrays["peak_detection"] = self.peak_detection
         if self.gene_coords is not None:
             arrays.update(
                 gene_chrom=self.gene_coords["chrom"].fillna("").to_numpy(dtype=str),
@@ -523,6 +578,8 @@ class FactVAE:
         else:
             model.gene_coords = None
         model.gene_coords_all = model.gene_coords
+        # older saves lack it: their links are then matched on distance alone
+        model.peak_detection = arrays.get("peak_detection")
         model.g2p = GeneToPeak(
             sp.csr_matrix(
                 (
@@ -559,13 +616,19 @@ class FactVAE:
 
 def _projection(arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:
     prefix = f"{name}_projection_"
-    values = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+    values: dict[str, Any] = {
+        k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)
+    }
     if not values:
         return None
     for key in ("target_sum", "clip"):
         if key in values:
             values[key] = float(values[key])
     return kind(**values)
+
+
+def _names_digest(names: pd.Index) -> str:
+    return hashlib.sha256("\n".join(map(str, names)).encode()).hexdigest()
 
 
 def _latent_names(n: int) -> list[str]:

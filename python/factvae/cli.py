@@ -7,7 +7,6 @@ Input problems end with ``factvae: error: ...`` and exit code 2, never a traceba
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import anndata
-import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
@@ -30,13 +28,14 @@ from factvae import __version__
 from factvae.api import FactVAE
 from factvae.data.readers import read_10x_multiome, read_g2p, read_pair
 from factvae.errors import FactVAEInputError, TrainingDivergedError
-from factvae.settings import PRESETS
+from factvae.outputs.scores import clustering_scores
+from factvae.settings import MODEL_DEFAULTS, PRESETS, RUN_DEFAULTS
 from factvae.train.checkpoints import CHECKPOINT_FILE
 from factvae.train.devices import PRECISIONS
 from factvae.train.distributed import current_group
 
 EXIT_ERROR, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
-CHECKPOINTS, RUN_FILE = "checkpoints", "run.json"
+CHECKPOINTS = "checkpoints"
 MODEL_DIR, EMBEDDINGS_FILE = "model", "embeddings.tsv.gz"
 LINKS_FILE, AUGMENTED_FILE = "links.tsv.gz", "augmented_atac.h5ad"
 DEMO_EPOCHS = 60
@@ -103,18 +102,18 @@ class FitOptions:
     early_stopping: bool | None = None
     validation_fraction: float | None = None
     patience: int | None = None
-    batch_size: int = 128
-    latent: int = 50
-    hvg: int = 2000
-    atac_weight: float = 0.002
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
+    batch_size: int = RUN_DEFAULTS.batch_size
+    latent: int = MODEL_DEFAULTS.n_latent
+    hvg: int = MODEL_DEFAULTS.n_hvg
+    atac_weight: float = MODEL_DEFAULTS.atac_recon_weight
+    device: str = RUN_DEFAULTS.device
+    precision: str = RUN_DEFAULTS.precision
+    seed: int = RUN_DEFAULTS.seed
     augment: bool = False
     augment_threshold: float | None = None
     links: bool = True
-    links_window: int = 150_000
-    checkpoint_every: int = 10
+    links_window: int = RUN_DEFAULTS.link_window
+    checkpoint_every: int = RUN_DEFAULTS.checkpoint_every
     resume: bool = False
     quiet: bool = False
     backed: bool = False
@@ -122,19 +121,6 @@ class FitOptions:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> FitOptions:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What a checkpoint depends on; --resume refuses a checkpoint made with other values."""
-        paths = (self.rna, self.atac, self.tenx, self.annotation, self.g2p)
-        names = ("rna", "atac", "10x", "annotation", "g2p")
-        values: dict[str, Any] = {
-            name: str(path.resolve()) if path is not None else None
-            for name, path in zip(names, paths)
-        }
-        values.update(latent=self.latent, hvg=self.hvg, atac_weight=self.atac_weight,
-                      batch_size=self.batch_size, seed=self.seed, preset=self.preset,
-                      validation_fraction=self.validation_fraction)  # fmt: skip
-        return values
 
 
 @dataclass
@@ -431,6 +417,7 @@ def run_fit(options: FitOptions) -> FitResult:
     if options.tenx is not None:
         rna, atac = read_10x_multiome(options.tenx)
     else:
+        assert options.rna is not None and options.atac is not None  # _check_options made sure
         rna, atac = read_pair(options.rna, options.atac, backed=options.backed)
     say(f"read {rna.n_obs} x {rna.n_vars} RNA and {atac.n_obs} x {atac.n_vars} ATAC")
     g2p = read_g2p(options.g2p, rna.var_names, atac.var_names) if options.g2p else None
@@ -514,27 +501,18 @@ def _check_options(options: FitOptions) -> None:
 
 
 def _prepare_checkpoints(options: FitOptions, say: Callable[[str], None]) -> Path | None:
-    """The checkpoint folder to train with: emptied for a fresh run, checked for --resume."""
+    """The checkpoint folder to train with: emptied for a fresh run, kept for --resume (``fit``
+    refuses a checkpoint made from other inputs or settings)."""
     if options.checkpoint_every == 0:
         return None
     folder = options.out / CHECKPOINTS
-    run_file = folder / RUN_FILE
-    if options.resume and run_file.is_file():
-        saved = json.loads(run_file.read_text())
-        changed = sorted(k for k, v in options.fingerprint().items() if saved.get(k) != v)
-        if changed:
-            raise FactVAEInputError(
-                f"the checkpoint in {folder} was made with different {', '.join(changed)}; "
-                "use the same inputs and settings to --resume, or drop --resume to start afresh."
-            )
-        if (folder / CHECKPOINT_FILE).is_file():
-            say(f"resuming from the checkpoint in {folder}")
-            return folder
+    if options.resume and (folder / CHECKPOINT_FILE).is_file():
+        say(f"resuming from the checkpoint in {folder}")
+        return folder
     if options.resume:
         say(f"no checkpoint in {folder} yet; starting from the first epoch")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    run_file.write_text(json.dumps(options.fingerprint(), indent=2))
     return folder
 
 
@@ -564,6 +542,7 @@ def _write_outputs(
 
     if options.augment or options.augment_threshold is not None:
         matrix = model.augment_atac(threshold=options.augment_threshold)
+        assert not isinstance(matrix, Path)  # only out= streams to a path
         augmented = anndata.AnnData(
             X=matrix,
             obs=pd.DataFrame(index=pd.Index(model.obs_names, name=None)),
@@ -571,7 +550,7 @@ def _write_outputs(
         )
         path = out / AUGMENTED_FILE
         augmented.write_h5ad(path)
-        kind = f"sparse, {matrix.nnz} values" if sp.issparse(matrix) else "dense"
+        kind = f"sparse, {matrix.nnz} values" if isinstance(matrix, sp.csr_matrix) else "dense"
         written.append(("augmented", path, f"{matrix.shape[0]} x {matrix.shape[1]} {kind}"))
     return written, links
 
@@ -636,19 +615,11 @@ def demo_scores(
     result: FitResult, cell_types: pd.Series, planted: pd.DataFrame, seed: int
 ) -> dict[str, float]:
     """ARI/NMI of k-means on the joint embedding, and the links' AUROC against planted pairs."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
-    truth = cell_types.loc[result.model.obs_names].astype(str).to_numpy()
-    latent = result.model.get_latent("joint")
-    clusters = KMeans(n_clusters=len(np.unique(truth)), n_init=10, random_state=seed).fit_predict(
-        latent
-    )
-    scores = {
-        "ari": float(adjusted_rand_score(truth, clusters)),
-        "nmi": float(normalized_mutual_info_score(truth, clusters)),
-        "auroc": float("nan"),
-    }
+    truth = cell_types.loc[result.model.obs_names]
+    scores = clustering_scores(result.model.get_latent("joint"), truth, seed)
+    scores["auroc"] = float("nan")
     links = result.links
     if links is not None:
         positive = pd.MultiIndex.from_frame(links[["gene", "peak"]]).isin(

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from factvae.settings import RUN_DEFAULTS, defaults
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _captures: list = []
 
@@ -40,7 +42,9 @@ def stop_warning_capture() -> list:
         ):
             ours.append(str(record.message))
         else:
-            warnings.showwarning(record.message, record.category, record.filename, record.lineno)
+            # Through the filters the capture's "always" bypassed, so that what Python hides
+            # (a library's DeprecationWarning, such as torch's own) stays hidden.
+            warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
     return ours
 
 
@@ -101,7 +105,7 @@ def model_summary(model) -> dict:
     }
 
 
-def augment_chunk(model, cells, peaks, threshold=None, chunk_size=1024):
+def augment_chunk(model, cells, peaks, threshold=None, chunk_size=RUN_DEFAULTS.chunk_size):
     """Augmented ATAC for some cells, as peaks x cells: a dense array or dgCMatrix parts."""
     values = model.augment_atac(
         cells=list(cells),
@@ -115,9 +119,18 @@ def augment_chunk(model, cells, peaks, threshold=None, chunk_size=1024):
     return {"sparse": False, "values": np.asarray(values).T}
 
 
-def infer_links(model, window=150_000, n_background=100_000, seed=0) -> dict:
+def infer_links(
+    model,
+    window=RUN_DEFAULTS.link_window,
+    n_background=RUN_DEFAULTS.n_background,
+    seed=RUN_DEFAULTS.seed,
+    score=RUN_DEFAULTS.link_score,
+) -> dict:
     """Gene-peak links as plain columns (see ``FactVAE.infer_links``)."""
-    return frame_columns(model.infer_links(window=window, n_background=n_background, seed=seed))
+    links = model.infer_links(
+        window=int(window), n_background=int(n_background), seed=int(seed), score=str(score)
+    )
+    return frame_columns(links)
 
 
 def simulation_parts(n_cells=600, seed=0) -> dict:
@@ -131,8 +144,100 @@ def simulation_parts(n_cells=600, seed=0) -> dict:
         "cells": [str(c) for c in sim.rna.obs_names],
         "genes": [str(g) for g in sim.rna.var_names],
         "peaks": [str(p) for p in sim.atac.var_names],
-        "peak_ranges": frame_columns(sim.atac.var[["chrom", "start", "end"]]),
         "cell_type": [str(c) for c in sim.rna.obs["cell_type"]],
         "annotation": frame_columns(sim.genes[["chrom", "start", "end", "gene_name", "strand"]]),
         "links": frame_columns(sim.links[["gene", "peak"]]),
     }
+
+
+def default_settings(preset: str = "default") -> dict:
+    """Every default of ``preset`` (model and run), for R's tests and help to compare with."""
+    return defaults(preset)
+
+
+# ---- genomic rules, owned here and called by R (never re-implemented there) --------------
+# The one definition of each rule is in factvae.data.genomics (peak names, gene tidying,
+# chromosome names) and factvae.data.prior (G2P); these wrappers only convert. reticulate
+# passes a length-1 R vector as a scalar, hence _strings/_numbers.
+
+
+def _strings(values) -> list:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        return [values]
+    return [str(v) for v in values]
+
+
+def _numbers(values) -> np.ndarray:
+    return np.atleast_1d(np.asarray(values, dtype=np.float64))
+
+
+def peak_ranges_from_names(names) -> dict:
+    """Peak names read by ``parse_peak_names``: chrom, 0-based start and end (as doubles)."""
+    from factvae.data.genomics import parse_peak_names
+
+    return frame_columns(parse_peak_names(_strings(names)))
+
+
+def peak_names_from_ranges(chrom, start, end) -> list:
+    """``chrom-start-end`` names of 0-based, half-open intervals (``format_peak_names``)."""
+    from factvae.data.genomics import format_peak_names
+
+    first, last = _numbers(start), _numbers(end)
+    return [str(n) for n in format_peak_names(_strings(chrom), first, last)]
+
+
+def _gene_frame(genes: dict) -> pd.DataFrame:
+    columns = {
+        "chrom": _strings(genes["chrom"]),
+        "start": _numbers(genes["start"]),
+        "end": _numbers(genes["end"]),
+        "gene_name": _strings(genes["gene_name"]),
+        "strand": _strings(genes["strand"]),
+    }
+    if genes.get("tx_id") is not None:
+        columns["tx_id"] = _strings(genes["tx_id"])
+    return pd.DataFrame(columns)
+
+
+def gene_table(genes: dict, peak_chroms) -> dict:
+    """R's gene annotation (0-based columns) tidied by ``read_gene_annotation``, one row per
+    gene in the order of its first row, its chromosomes renamed to the peaks' style; an error
+    when none of them is a peak chromosome."""
+    from factvae.data.genomics import (
+        check_shared_chromosomes,
+        harmonise_chromosome_names,
+        read_gene_annotation,
+    )
+
+    table = read_gene_annotation(_gene_frame(genes))
+    peak_chroms = _strings(peak_chroms)
+    table["chrom"] = harmonise_chromosome_names(table["chrom"], peak_chroms)
+    check_shared_chromosomes(table["chrom"], peak_chroms)
+    return frame_columns(table.reset_index(names="gene_name"))
+
+
+def gene_to_peak_pairs(genes: dict, peaks: dict, upstream) -> dict:
+    """The G2P pairs (``gene_to_peak``) as 0-based positions in R's genes and peaks.
+
+    ``genes``: chrom, start (0-based), end, gene_name, strand; ``peaks``: chrom, start
+    (0-based), end and name.
+    """
+    from factvae.data.prior import gene_to_peak
+
+    gene_frame = _gene_frame(genes)
+    names = _strings(peaks["name"])
+    peak_frame = pd.DataFrame(
+        {
+            "chrom": _strings(peaks["chrom"]),
+            "start": _numbers(peaks["start"]).astype(np.int64),
+            "end": _numbers(peaks["end"]).astype(np.int64),
+        },
+        index=pd.Index(names, dtype=object),
+    )
+    prior = gene_to_peak(gene_frame, peak_frame, upstream=int(upstream))
+    coo = prior.matrix.tocoo()
+    rows = pd.Index(gene_frame["gene_name"]).get_indexer(prior.genes[coo.row])
+    order = np.lexsort((coo.col, rows))
+    return {"gene": rows[order].astype(np.int32), "peak": coo.col[order].astype(np.int32)}

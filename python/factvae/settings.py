@@ -1,5 +1,6 @@
 """Every setting of a fit and its default, in one place, validated once with messages that name
-the fix; ``PRESETS`` names alternative defaults (``"paper"``: the authors' exact schedule)."""
+the fix; ``PRESETS`` names alternative defaults (``"paper"``: the authors' exact schedule).
+The API, the CLI and the R package read their defaults from here (R is tested against it)."""
 
 from __future__ import annotations
 
@@ -175,6 +176,31 @@ class ModelSettings:
         values["rna_hidden"] = list(self.rna_hidden)
         values["atac_hidden"] = list(self.atac_hidden)
         return values
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Defaults of the calls around the model: ``fit`` and the outputs (the CLI and the R
+    package take theirs from here, or are tested against it)."""
+
+    batch_size: int = 128
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    checkpoint_every: int = 10
+    chunk_size: int = 1024
+    link_window: int = 150_000
+    link_score: str = "correlation"
+    n_background: int = 100_000
+
+
+MODEL_DEFAULTS = ModelSettings()
+RUN_DEFAULTS = RunSettings()
+
+
+def defaults(preset: str = "default") -> dict[str, Any]:
+    """Every default, model and run, of ``preset`` as one flat dict: what R and the docs read."""
+    return {**ModelSettings.from_kwargs({}, preset).to_dict(), **asdict(RUN_DEFAULTS)}
 
 
 PRESETS: dict[str, dict[str, Any]] = {

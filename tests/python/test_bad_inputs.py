@@ -209,6 +209,8 @@ def test_peak_parser_never_crashes_on_arbitrary_names(name):
     st.sampled_from(["-", ":", "_"]),
 )
 def test_peak_parser_round_trips_coordinates(prefix, chrom, start, width, sep):
+    # Names are 1-based and inclusive (Signac's reading); the frame is 0-based, half-open.
     name = f"{prefix}{chrom}{sep}{start}-{start + width}"
     row = parse_peak_names([name]).iloc[0]
-    assert (row["chrom"], row["start"], row["end"]) == (f"{prefix}{chrom}", start, start + width)
+    first = max(start - 1, 0)
+    assert (row["chrom"], row["start"], row["end"]) == (f"{prefix}{chrom}", first, start + width)

@@ -1,5 +1,6 @@
-# Bad inputs are refused in R before Python starts, so these tests need no Python core. Each
-# checks the message names the fix and that the object is left as it was.
+# Bad inputs are refused before training starts. Each checks the message names the fix and
+# that the object is left as it was. Peak names are read by the Python core (one owner of the
+# rule), so tests that reach that step need it.
 
 expect_refused <- function(object, message, ...) {
   before <- object

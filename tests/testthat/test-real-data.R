@@ -7,7 +7,9 @@ test_that("ReadMultiome builds the RNA and ATAC assays, cell types and annotatio
   expect_equal(dim(object[["RNA"]]), c(18666, 1047))  # doubles on an Assay5
   expect_equal(dim(object[["ATAC"]]), c(27399, 1047))
   expect_identical(sort(table(object$cell_type), decreasing = TRUE)[[1]], 385L)
-  expect_identical(rownames(object[["ATAC"]])[1], "chr2-148881654-148881927")
+  # peaks.bed's first line is chr2 148881654 148881927 (0-based start): the name reads back
+  # to it the Signac way, chrom-(start + 1)-end
+  expect_identical(rownames(object[["ATAC"]])[1], "chr2-148881655-148881927")
   annotation <- SeuratObject::Misc(object, "annotation")
   expect_length(annotation, 17541)
   # genes.bed's 0-based start becomes the 1-based GRanges start.

@@ -2,6 +2,14 @@
 
 Everything here returns plain pandas frames with columns ``chrom, start, end`` (0-based,
 half-open, like BED) so the prior and the link inference never see a user's format.
+
+These functions are the one definition of three rules that the R package uses too (through
+:mod:`factvae.r_bridge`, never a second implementation): how a peak name is read
+(:func:`parse_peak_names`) and written (:func:`format_peak_names`), how gene annotations are
+tidied (:func:`read_gene_annotation`) and how chromosome names are matched
+(:func:`harmonise_chromosome_names`); the gene-to-peak rule is
+``factvae.data.prior.gene_to_peak``. ``tests/python/data/test_cross_language.py`` holds both
+languages to one output.
 """
 
 from __future__ import annotations
@@ -18,36 +26,125 @@ from factvae.errors import FactVAEInputError
 
 AnnotationLike = Union[pd.DataFrame, str, Path]
 
-_PEAK_NAME = re.compile(r"^(?P<chrom>.+?)[:\-_](?P<start>\d+)[\-_](?P<end>\d+)$")
+# CHROM SEP START SEP END; START and END are the last two fields, so a chromosome name may hold
+# separators itself. ASCII digits only (``\d`` would take other scripts' digits too).
+_PEAK_NAME = re.compile(r"^(?P<chrom>.+)[:_-](?P<start>[0-9]+)[_-](?P<end>[0-9]+)\Z")
+_MAX_DIGITS = 15  # far beyond any chromosome, and exact in int64 and in R's doubles
 _NAME_COLUMNS = ("gene_name", "name", "gene", "gene_id", "symbol")
+_TRANSCRIPT_COLUMNS = ("tx_id", "transcript_id")
 _STRANDS = {"+", "-", "."}
 
 
-def parse_peak_names(names: pd.Index | list[str]) -> pd.DataFrame:
-    """Parse ``chr-start-end`` / ``chr:start-end`` names (Seurat turns ``_`` into ``-``)."""
-    names = pd.Index([str(n) for n in names])
+def _examples(names: pd.Index, bad: np.ndarray) -> str:
+    return ", ".join(repr(str(n)) for n in names[bad][:3])
+
+
+def peak_name_fields(names: pd.Index | list[str]) -> pd.DataFrame:
+    """The three fields of each peak name as written: chrom and the two numbers (strings).
+
+    Errors on names that do not have the form of :func:`parse_peak_names`.
+    """
+    names = pd.Index([str(n) for n in names], dtype=object)
     parts = names.str.extract(_PEAK_NAME)
-    bad = parts["chrom"].isna()
+    bad = parts["chrom"].isna().to_numpy()
     if bad.any():
-        examples = ", ".join(repr(n) for n in names[bad.to_numpy()][:3])
         raise FactVAEInputError(
-            f"{int(bad.sum())} peak names do not parse as 'chr-start-end' or 'chr:start-end' "
-            f"(for example {examples}). Name peaks by their coordinates, or give atac.var the "
-            "columns chrom, start and end."
+            f"{int(bad.sum())} of {len(names)} peak names do not parse as 'chr-start-end' "
+            f"(e.g. {_examples(names, bad)}). Peak names are read as chr-start-end, "
+            "chr:start-end or chr_start_end (1-based start, as Signac reads them). Name the "
+            "peaks by their coordinates, or give their ranges: atac.var columns chrom, start "
+            "and end in Python, a Signac ChromatinAssay in R."
+        )
+    too_long = (parts["start"].str.len() > _MAX_DIGITS) | (parts["end"].str.len() > _MAX_DIGITS)
+    if too_long.any():
+        raise FactVAEInputError(
+            f"{int(too_long.sum())} of {len(names)} peak names have coordinates of more than "
+            f"{_MAX_DIGITS} "
+            f"digits (e.g. {_examples(names, too_long.to_numpy())}); fix their coordinates."
+        )
+    parts.index = names
+    return parts
+
+
+def parse_peak_names(names: pd.Index | list[str]) -> pd.DataFrame:
+    """Peak coordinates read from peak names: the one rule, used by Python and by R.
+
+    **Form.** ``CHROM SEP START SEP END``: the first separator is ``-``, ``:`` or ``_``, the
+    second ``-`` or ``_``, so ``chr1-1000-1500``, ``chr1:1000-1500`` and ``chr1_1000_1500``
+    (Seurat turns ``_`` into ``-`` in feature names) all name the same peak. START and END
+    are the last two fields (ASCII digits), so a chromosome name may hold separators itself:
+    ``chrUn-gl000220-1-5000-6000`` is on ``chrUn-gl000220-1``.
+
+    **Reading** (Signac's, as ``StringToGRanges`` reads names): START and END are 1-based and
+    inclusive. ``chr1-1000-1500`` covers the bases 1000 to 1500 (501 bp): a GRanges with
+    start 1000 and end 1500 in R, and ``start=999, end=1500`` here (0-based, half-open, as in
+    BED). ``END == START`` is a 1-bp peak; ``END < START`` is an error. A START of 0 (names
+    written from BED coordinates can hold one at a chromosome's first base) is read as base
+    1; END must be at least 1. :func:`format_peak_names` writes the inverse.
+
+    Returns a frame with columns chrom, start, end (0-based, half-open) indexed by the names.
+    """
+    parts = peak_name_fields(names)
+    names = parts.index
+    first = parts["start"].astype(np.int64).to_numpy()
+    last = parts["end"].astype(np.int64).to_numpy()
+    inverted = last < first
+    if inverted.any():
+        raise FactVAEInputError(
+            f"{int(inverted.sum())} of {len(names)} peak names have end < start (e.g. "
+            f"{_examples(names, inverted)}); fix their coordinates."
+        )
+    empty = last < 1
+    if empty.any():
+        raise FactVAEInputError(
+            f"{int(empty.sum())} of {len(names)} peak names end at 0 (e.g. "
+            f"{_examples(names, empty)}); "
+            "positions in peak names count from 1."
         )
     frame = pd.DataFrame(
         {
-            "chrom": parts["chrom"].to_numpy(),
-            "start": parts["start"].astype(np.int64).to_numpy(),
-            "end": parts["end"].astype(np.int64).to_numpy(),
+            "chrom": parts["chrom"].to_numpy(dtype=object),
+            "start": np.maximum(first - 1, 0),
+            "end": last,
         },
         index=names,
     )
     return check_intervals(frame, "peak")
 
 
+def format_peak_names(chrom, start, end) -> pd.Index:
+    """``chrom-start-end`` names of 0-based, half-open intervals: the inverse of
+    :func:`parse_peak_names` (``chr1``, 999, 1500 gives ``chr1-1000-1500``).
+
+    Used for peaks that come without a name (a BED file, an unnamed GRanges in R).
+    """
+    chrom = np.asarray(chrom, dtype=object).astype(str)
+    first = np.asarray(start, dtype=np.int64) + 1
+    last = np.asarray(end, dtype=np.int64)
+    return pd.Index(
+        [f"{c}-{s}-{e}" for c, s, e in zip(chrom, first, last)], dtype=object, name=None
+    )
+
+
+def normalise_peak_names(names: pd.Index | list[str]) -> pd.Index:
+    """Names with their separators rewritten to ``-`` (as Seurat and Signac name features).
+
+    ``chr1:1000-1500`` and ``chr1_1000_1500`` become ``chr1-1000-1500``: the numbers are kept
+    as written, so the name reads as the same interval.
+    """
+    parts = peak_name_fields(names)
+    return pd.Index(
+        (parts["chrom"] + "-" + parts["start"] + "-" + parts["end"]).to_numpy(dtype=object),
+        name=None,
+    )
+
+
 def peak_ranges(var: pd.DataFrame) -> pd.DataFrame:
-    """Peak coordinates from ``var`` columns chrom/start/end when present, else from the names."""
+    """Peak coordinates from ``var`` columns chrom/start/end when present, else from the names.
+
+    Columns are coordinates as given (0-based start, half-open, as in BED) and win over the
+    names; names are read by :func:`parse_peak_names`.
+    """
     columns = {c.lower(): c for c in var.columns}
     for chrom_key, start_key, end_key in (
         ("chrom", "start", "end"),
@@ -89,7 +186,12 @@ def check_intervals(frame: pd.DataFrame, what: str) -> pd.DataFrame:
 def read_gene_annotation(annotation: AnnotationLike) -> pd.DataFrame:
     """Genes as ``chrom, start, end, strand`` indexed by gene name, from a frame or a BED/GTF path.
 
-    Duplicated names keep their longest span (the same rule as the shipped genes.bed).
+    The one tidying rule (R's ``GeneToPeak`` uses it too): a row needs a chromosome, a gene
+    name and ``0 <= start < end`` (0-based, half-open); the rows of one transcript (same gene
+    name, ``tx_id`` or ``transcript_id``, chromosome and strand: the exons and UTRs of
+    annotations such as Signac's) become the transcript's span; a gene listed several times
+    keeps its longest span (the first of equal ones), so a gene spans its longest transcript.
+    Genes come in the order of their first row.
     """
     if isinstance(annotation, (str, Path)):
         frame = _read_annotation_file(Path(annotation))
@@ -105,13 +207,26 @@ def read_gene_annotation(annotation: AnnotationLike) -> pd.DataFrame:
     frame = frame[(frame["start"] >= 0) & (frame["end"] > frame["start"])]
     if frame.empty:
         raise FactVAEInputError(
-            "The gene annotation has no usable rows (each needs chrom, start < end and a gene "
-            "name). Check the file's columns: BED is chrom, start, end, name, [score,] strand."
+            "The gene annotation has no usable rows (each needs a chromosome, a gene name and "
+            "start < end). A BED file's columns are chrom, start, end, name, [score,] strand."
         )
+    frame = _transcript_spans(frame.reset_index(drop=True))
+    order = pd.unique(frame["gene_name"])
     frame = frame.assign(span=frame["end"] - frame["start"])
     frame = frame.sort_values("span", ascending=False, kind="stable")
-    frame = frame.drop_duplicates("gene_name").drop(columns="span")
-    return frame.set_index("gene_name")[["chrom", "start", "end", "strand"]]
+    frame = frame.drop_duplicates("gene_name").set_index("gene_name").loc[order]
+    return frame[["chrom", "start", "end", "strand"]]
+
+
+def _transcript_spans(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per transcript (its first row, spanning the transcript's rows)."""
+    if "tx_id" not in frame.columns:
+        return frame
+    key = [frame[c].astype(str) for c in ("gene_name", "tx_id", "chrom", "strand")]
+    groups = frame.groupby(key, sort=False)
+    first = groups.cumcount().to_numpy() == 0
+    spans = frame.assign(start=groups["start"].transform("min"), end=groups["end"].transform("max"))
+    return spans[first].drop(columns="tx_id")
 
 
 def _normalise_annotation_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -128,15 +243,17 @@ def _normalise_annotation_frame(frame: pd.DataFrame) -> pd.DataFrame:
             f"optional); it has {list(frame.columns)}."
         )
     strand = frame[lower["strand"]].astype(str) if "strand" in lower else "+"
-    return pd.DataFrame(
-        {
-            "chrom": frame[chrom].astype(str).to_numpy(),
-            "start": pd.to_numeric(frame[start], errors="coerce").to_numpy(),
-            "end": pd.to_numeric(frame[end], errors="coerce").to_numpy(),
-            "gene_name": frame[name].astype(str).to_numpy(),
-            "strand": np.asarray(strand if isinstance(strand, str) else strand.to_numpy()),
-        }
-    )
+    columns = {
+        "chrom": frame[chrom].astype(str).to_numpy(),
+        "start": pd.to_numeric(frame[start], errors="coerce").to_numpy(),
+        "end": pd.to_numeric(frame[end], errors="coerce").to_numpy(),
+        "gene_name": frame[name].astype(str).to_numpy(),
+        "strand": np.asarray(strand if isinstance(strand, str) else strand.to_numpy()),
+    }
+    transcript = next((lower[c] for c in _TRANSCRIPT_COLUMNS if c in lower), None)
+    if transcript is not None:
+        columns["tx_id"] = frame[transcript].astype(str).to_numpy()
+    return pd.DataFrame(columns)
 
 
 def _read_annotation_file(path: Path) -> pd.DataFrame:
@@ -183,24 +300,42 @@ def _read_gtf(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["chrom", "start", "end", "gene_name", "strand"])
 
 
-def _chrom_style(chroms: pd.Series) -> bool:
-    """True when most names carry the ``chr`` prefix."""
-    unique = pd.Series(pd.unique(chroms.astype(str)))
-    return bool(unique.str.startswith("chr").mean() >= 0.5) if len(unique) else True
+def harmonise_chromosome_names(chroms, target) -> np.ndarray:
+    """Chromosome names in the naming style of ``target`` (the peaks'): the one rule.
+
+    Each name is spelled three ways: as given; with a ``chr`` prefix (a name that has one
+    keeps it, ``MT`` becomes ``chrM``); without it (``chrM`` becomes ``MT``). The spelling
+    under which the most of ``chroms`` (one per gene, so large chromosomes weigh more) are
+    among ``target``'s names wins, a tie going to the earlier spelling, so names that match
+    already are never renamed. When none matches, the names stay as given.
+    """
+    chroms = pd.Series(np.asarray(chroms, dtype=object).astype(str))
+    wanted = set(np.asarray(target, dtype=object).astype(str))
+    prefixed = chroms.str.startswith("chr")
+    with_chr = chroms.where(prefixed, "chr" + chroms).where(chroms != "MT", "chrM")
+    without_chr = chroms.str.replace(r"^chr", "", regex=True).where(chroms != "chrM", "MT")
+    spellings = [chroms, with_chr, without_chr]
+    matched = [int(s.isin(wanted).sum()) for s in spellings]
+    return spellings[int(np.argmax(matched))].to_numpy(dtype=object)
+
+
+def check_shared_chromosomes(chroms, target) -> None:
+    """Error when no gene chromosome (already harmonised) is among the peaks' names."""
+    chroms = pd.unique(np.asarray(chroms, dtype=object).astype(str))
+    target = pd.unique(np.asarray(target, dtype=object).astype(str))
+    if not np.isin(chroms, target).any():
+        raise FactVAEInputError(
+            "The gene annotation and the peaks share no chromosome: the annotation's chromosome "
+            f"names (e.g. {', '.join(chroms[:3])}) match none of the peaks' (e.g. "
+            f"{', '.join(target[:3])}), with or without a 'chr' prefix. Use an annotation of "
+            "the same genome build as the peaks."
+        )
 
 
 def harmonise_chromosomes(genes: pd.DataFrame, peaks: pd.DataFrame) -> pd.DataFrame:
-    """Rename the genes' chromosomes to the peaks' style (``chr1`` vs ``1``, ``chrM`` vs ``MT``)."""
-    peak_prefixed = _chrom_style(peaks["chrom"])
-    gene_prefixed = _chrom_style(genes["chrom"])
-    if peak_prefixed == gene_prefixed:
-        return genes
-    chrom = genes["chrom"].astype(str)
-    if peak_prefixed:
-        chrom = ("chr" + chrom).replace({"chrMT": "chrM"})
-    else:
-        chrom = chrom.str.replace(r"^chr", "", regex=True).replace({"M": "MT"})
-    return genes.assign(chrom=chrom.to_numpy())
+    """The genes with their chromosomes renamed to the peaks' style
+    (:func:`harmonise_chromosome_names`)."""
+    return genes.assign(chrom=harmonise_chromosome_names(genes["chrom"], peaks["chrom"]))
 
 
 def tss(genes: pd.DataFrame) -> np.ndarray:

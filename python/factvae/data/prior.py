@@ -11,6 +11,8 @@ import scipy.sparse as sp
 
 from factvae.data.genomics import (
     AnnotationLike,
+    check_shared_chromosomes,
+    format_peak_names,
     harmonise_chromosomes,
     peak_ranges,
     read_gene_annotation,
@@ -59,7 +61,11 @@ class GeneToPeak:
 
 
 def gene_loci(genes: pd.DataFrame, upstream: int = 2000) -> pd.DataFrame:
-    """Gene body extended ``upstream`` bp before the TSS, on the gene's own strand."""
+    """Gene body extended ``upstream`` bp before the TSS, on the gene's own strand.
+
+    0-based, half-open: ``[start - upstream, end)`` on ``+`` (and any strand but ``-``), the
+    start clamped at 0; ``[start, end + upstream)`` on ``-``.
+    """
     minus = genes["strand"].astype(str).to_numpy() == "-"
     start = genes["start"].to_numpy().astype(np.int64)
     end = genes["end"].to_numpy().astype(np.int64)
@@ -73,23 +79,25 @@ def gene_to_peak(
 ) -> GeneToPeak:
     """Build G2P from coordinates: 1 where a gene locus (body + ``upstream`` bp) overlaps a peak.
 
+    The one G2P rule (R's ``GeneToPeak`` and ``RunFactVAE`` call it through
+    :mod:`factvae.r_bridge`): genes are tidied by ``read_gene_annotation`` and their
+    chromosomes renamed to the peaks' style by ``harmonise_chromosome_names`` (both in
+    :mod:`factvae.data.genomics`); each gene's locus is :func:`gene_loci`, its body plus
+    ``upstream`` bp before the TSS, strand-aware; a gene and a peak are linked when locus and
+    peak share at least one base. All intervals are 0-based and half-open, so a peak ending
+    where a locus starts does not touch it; a peak named ``chr1-1000-1500`` is the bases
+    1000..1500, i.e. ``[999, 1500)`` (``parse_peak_names``).
+
     ``genes`` is a frame (chrom, start, end, gene_name, strand) or a BED/GTF path; ``peaks`` is a
-    frame with chrom/start/end indexed by peak name, or a BED path. Chromosome naming styles
-    (``chr1`` vs ``1``) are harmonised to the peaks'.
+    frame with chrom/start/end indexed by peak name (or named peaks without those columns), or
+    a BED path (its peaks named by ``format_peak_names``).
     """
     if upstream < 0:
         raise FactVAEInputError(f"upstream must be >= 0 bp, got {upstream}.")
     gene_frame = read_gene_annotation(genes)
     peak_frame = _peak_frame(peaks)
     gene_frame = harmonise_chromosomes(gene_frame, peak_frame)
-    shared = set(gene_frame["chrom"]) & set(peak_frame["chrom"])
-    if not shared:
-        raise FactVAEInputError(
-            "The gene annotation and the peaks share no chromosome name (genes: "
-            f"{sorted(set(gene_frame['chrom']))[:4]}, "
-            f"peaks: {sorted(set(peak_frame['chrom']))[:4]}). "
-            "Use an annotation of the same genome build as the peaks."
-        )
+    check_shared_chromosomes(gene_frame["chrom"], peak_frame["chrom"])
     loci = gene_loci(gene_frame, upstream)
     left = pr.PyRanges(
         pd.DataFrame(
@@ -127,13 +135,7 @@ def _peak_frame(peaks: pd.DataFrame | AnnotationLike) -> pd.DataFrame:
         return peak_ranges(peaks)
     table = pd.read_csv(peaks, sep="\t", header=None, comment="#", usecols=[0, 1, 2])
     table.columns = ["chrom", "start", "end"]
-    table.index = (
-        table["chrom"].astype(str)
-        + "-"
-        + table["start"].astype(str)
-        + "-"
-        + table["end"].astype(str)
-    )
+    table.index = format_peak_names(table["chrom"], table["start"], table["end"])
     return peak_ranges(table)
 
 

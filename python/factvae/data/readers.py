@@ -15,7 +15,12 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 
-from factvae.data.genomics import check_intervals, parse_peak_names
+from factvae.data.genomics import (
+    check_intervals,
+    format_peak_names,
+    normalise_peak_names,
+    parse_peak_names,
+)
 from factvae.errors import FactVAEInputError
 
 __all__ = ["read_10x_multiome", "read_g2p", "read_pair"]
@@ -235,7 +240,13 @@ def _read_h5(path: Path) -> tuple[sp.csr_matrix, pd.DataFrame, np.ndarray]:
 
 
 def _peak_coordinates(peaks: pd.DataFrame) -> pd.DataFrame:
-    """chrom/start/end from the coordinate columns when filled, else parsed from the peak ids."""
+    """chrom/start/end from the coordinate columns when filled, else read from the peak ids.
+
+    Peaks keep their ids as names, with the separators Seurat and Signac use
+    (``chr1:1000-1500`` becomes ``chr1-1000-1500``, numbers as written); ids are read as
+    :func:`~factvae.data.genomics.parse_peak_names` reads any peak name. Only peaks whose
+    ids are not coordinates are named from their coordinate columns.
+    """
     coordinates = None
     if {"chrom", "start", "end"} <= set(peaks.columns):
         start = pd.to_numeric(peaks["start"], errors="coerce")
@@ -250,12 +261,9 @@ def _peak_coordinates(peaks: pd.DataFrame) -> pd.DataFrame:
             )
     if coordinates is None:
         coordinates = parse_peak_names(peaks["id"].to_numpy()).reset_index(drop=True)
-    coordinates.index = pd.Index(
-        coordinates["chrom"]
-        + "-"
-        + coordinates["start"].astype(str)
-        + "-"
-        + coordinates["end"].astype(str),
-        name=None,
-    )
+    try:
+        names = normalise_peak_names(peaks["id"].to_numpy())
+    except FactVAEInputError:
+        names = format_peak_names(coordinates["chrom"], coordinates["start"], coordinates["end"])
+    coordinates.index = names
     return check_intervals(coordinates, "peak")

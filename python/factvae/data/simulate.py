@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from factvae.data.genomics import format_peak_names
 from factvae.errors import FactVAEInputError
 
 __all__ = ["PRESETS", "SimulatedMultiome", "simulate", "simulate_preset"]
@@ -408,7 +409,7 @@ def _place_peaks(
     peak_start = global_start - layout.chrom_offset[chrom]
     peak_end = peak_start + width
     chrom_name = np.array(layout.chrom_names, dtype=object)[chrom]
-    names = [f"{c}-{s}-{e}" for c, s, e in zip(chrom_name, peak_start, peak_end)]
+    names = format_peak_names(chrom_name, peak_start, peak_end)  # read back exactly
     peaks = pd.DataFrame(
         {"chrom": chrom_name, "start": peak_start, "end": peak_end}, index=pd.Index(names)
     )

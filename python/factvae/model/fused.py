@@ -58,7 +58,7 @@ class _FusedKernel:
         if self.failed:
             return self.eager(*args)
         if self.compiled is None:
-            self.compiled = torch.compile(self.eager, dynamic=True)
+            self.compiled = _compile(self.eager)
         try:
             return self.compiled(*args)
         except Exception as err:  # compiler missing or unsupported: the eager path is exact
@@ -71,6 +71,21 @@ class _FusedKernel:
                 stacklevel=2,
             )
             return self.eager(*args)
+
+
+def _compile(function: Callable) -> Callable:
+    """``torch.compile(function)``. It imports inductor, whose ``torch.utils.mkldnn`` still
+    decorates with torch's own deprecated ``torch.jit.script_method`` (torch 2.13): that one
+    notice, which is torch's to fix, is ignored there, so it is neither printed 14 times (pytest,
+    R) nor turned into a failed fit under ``-W error::DeprecationWarning``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"`torch\.jit\.script_method` is deprecated",
+            category=DeprecationWarning,
+            module=r"torch\.jit\._script",
+        )
+        return torch.compile(function, dynamic=True)
 
 
 def _zero_case(mean_logits, disp_logits, pi_logit, log_library, block_dtype):

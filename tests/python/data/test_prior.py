@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from factvae import FactVAEInputError, gene_to_peak
-from factvae.data.genomics import parse_peak_names, read_gene_annotation
+from factvae.data.genomics import format_peak_names, parse_peak_names, read_gene_annotation
 from factvae.data.prior import GeneToPeak, coerce_g2p
 
 GENES = pd.DataFrame(
@@ -101,11 +101,22 @@ def test_duplicated_gene_names_keep_the_longest_span():
 
 @pytest.mark.parametrize("name", ["chr1-100-200", "chr1:100-200", "chr1_100_200", "1-100-200"])
 def test_peak_name_styles(name):
+    # Signac's reading: the bases 100..200 (1-based, inclusive) are [99, 200) here.
     frame = parse_peak_names([name])
-    assert frame.iloc[0].tolist()[1:] == [100, 200]
+    assert frame.iloc[0].tolist()[1:] == [99, 200]
 
 
-@pytest.mark.parametrize("name", ["peak1", "chr1-200", "chr1-300-100"])
+def test_peak_name_of_one_base_and_bed_names():
+    frame = parse_peak_names(["chr1-100-100", "chr1-0-50"])
+    assert frame[["start", "end"]].to_numpy().tolist() == [[99, 100], [0, 50]]
+    bed = PEAKS.assign(start=[8_500, 0, 1, 2, 3, 4])
+    assert format_peak_names(bed["chrom"], bed["start"], bed["end"]).tolist()[:2] == [
+        "chr1-8501-9000",
+        "chr1-1-15500",
+    ]
+
+
+@pytest.mark.parametrize("name", ["peak1", "chr1-200", "chr1-300-100", "chr1-0-0"])
 def test_unparseable_peak_names(name):
     with pytest.raises(FactVAEInputError, match="peak"):
         parse_peak_names([name])

@@ -89,7 +89,8 @@ def test_shapes_and_names_are_consistent(sim: SimulatedMultiome) -> None:
 
     var = atac.var
     assert {"chrom", "start", "end"} <= set(var.columns)
-    expected = var["chrom"] + "-" + var["start"].astype(str) + "-" + var["end"].astype(str)
+    # names read back to the BED columns the Signac way: chrom-(start + 1)-end
+    expected = var["chrom"] + "-" + (var["start"] + 1).astype(str) + "-" + var["end"].astype(str)
     assert list(expected) == list(atac.var_names)
     assert np.issubdtype(var["start"].dtype, np.integer)
     assert np.issubdtype(var["end"].dtype, np.integer)

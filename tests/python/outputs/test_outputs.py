@@ -10,7 +10,15 @@ from sklearn.metrics import roc_auc_score
 import factvae
 from conftest import SMALL_SETTINGS
 from factvae import FactVAEInputError
-from factvae.outputs.links import benjamini_hochberg, candidate_pairs
+from factvae.outputs.links import (
+    benjamini_hochberg,
+    candidate_pairs,
+    correlation_scorer,
+    cosine_scorer,
+    matched_background,
+    matched_strata,
+    stratified_test,
+)
 
 
 def test_latent_kinds_and_joint_is_atac_then_rna(trained):
@@ -89,8 +97,15 @@ def test_benjamini_hochberg_matches_reference():
 def test_links_table(trained, sim):
     links = trained.infer_links(window=150_000, n_background=5000)
     assert list(links.columns) == [
-        "gene", "peak", "score", "zscore", "pvalue", "qvalue", "distance", "chrom", "tss",
+        "gene", "peak", "score", "zscore", "pvalue", "qvalue", "distance", "in_prior", "chrom",
+        "tss",
     ]  # fmt: skip
+    prior = trained.g2p.matrix[
+        trained.genes.get_indexer(links["gene"]), trained.peaks.get_indexer(links["peak"])
+    ].A1
+    np.testing.assert_array_equal(links["in_prior"].to_numpy(), prior > 0)
+    assert 0 < links["in_prior"].sum() < len(links)
+    assert links["score"].between(-1 - 1e-9, 1 + 1e-9).all()  # a correlation
     assert links["distance"].abs().max() <= 150_000
     assert links["pvalue"].between(0, 1).all() and links["qvalue"].between(0, 1).all()
     assert (links["qvalue"] >= links["pvalue"] - 1e-12).all()
@@ -113,16 +128,14 @@ def test_links_recover_planted_pairs():
         sim.rna, sim.atac, gene_annotation=sim.genes, **SMALL_SETTINGS, atac_recon_weight=0.2
     )
     model.fit(max_epochs=150, batch_size=128, progress=False)
-    links = model.infer_links(n_background=20_000)
-    truth = set(zip(sim.links["gene"], sim.links["peak"]))
-    labels = np.array([(g, p) in truth for g, p in zip(links["gene"], links["peak"])])
-    in_prior = model.g2p.matrix[
-        model.genes.get_indexer(links["gene"]), model.peaks.get_indexer(links["peak"])
-    ].A1.astype(bool)
-    assert labels.sum() > 50 and (labels & ~in_prior).sum() > 50
-    assert roc_auc_score(labels, links["score"]) >= 0.8
-    distal = ~in_prior
-    assert roc_auc_score(labels[distal], links["score"][distal]) >= 0.6
+    for score, overall, distal_auroc in (("cosine", 0.8, 0.6), ("correlation", 0.75, 0.75)):
+        links = model.infer_links(n_background=20_000, score=score)
+        truth = set(zip(sim.links["gene"], sim.links["peak"]))
+        labels = np.array([(g, p) in truth for g, p in zip(links["gene"], links["peak"])])
+        distal = ~links["in_prior"].to_numpy()
+        assert labels.sum() > 50 and (labels & distal).sum() > 50
+        assert roc_auc_score(labels, links["score"]) >= overall, score
+        assert roc_auc_score(labels[distal], links["score"][distal]) >= distal_auroc, score
 
 
 def test_save_load_round_trip(trained, tmp_path):
@@ -181,3 +194,54 @@ def test_qvalues_are_never_below_their_pvalues():
     assert (naive < pvalues).any()  # the rounding this guards against happens here
     qvalues = benjamini_hochberg(pvalues)
     assert (qvalues >= pvalues).all() and (qvalues <= 1).all()
+
+
+def test_matched_background_follows_the_candidates_distances_and_accessibility():
+    """Candidates crowd near the TSS and at high accessibility; a uniform draw would not. The
+    background drawn within strata has (nearly) the candidates' distributions."""
+    rng = np.random.default_rng(0)
+    n = 40_000
+    distance = np.round(rng.exponential(20_000, n)).astype(np.int64) * rng.choice([-1, 1], n)
+    accessibility = rng.beta(0.5, 5, n)
+    in_prior = (np.abs(distance) < 3_000) & (rng.random(n) < 0.5)
+    strata = matched_strata(distance, accessibility)
+    background = matched_background(strata, ~in_prior, 5_000, rng)
+    assert 4_500 <= len(background) <= 5_500 and not in_prior[background].any()
+    for values in (np.abs(distance), accessibility):
+        for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+            want = np.quantile(values, q)
+            got = np.quantile(values[background], q)
+            assert abs(got - want) <= 0.1 * np.quantile(values, 0.95), (q, got, want)
+
+
+def test_stratified_test_compares_each_pair_with_its_own_stratum():
+    score = np.array([0.9, 0.1, 0.2, 0.3, 0.9, 0.5, 0.6, 0.7])
+    strata = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    background = np.array([1, 2, 3, 5, 6, 7])
+    zscore, pvalue = stratified_test(score, strata, background)
+    # 0.9 beats the three stratum-0 background pairs and the three of stratum 1 alike, but a
+    # score of 0.3 is the top of stratum 0 and the bottom of stratum 1's range
+    np.testing.assert_allclose(pvalue[[0, 4]], [1 / 4, 1 / 4])
+    np.testing.assert_allclose(pvalue[3], 2 / 4)  # 0.3 ties itself: one of three is >= it
+    assert zscore[0] > zscore[4] > 0
+
+
+def test_correlation_score_orders_a_hand_made_case_and_ignores_the_frames_rotation():
+    """Gene 0 rises with peak 0 over cells, gene 1 falls with peak 1, gene 2 follows neither.
+    Rotating the ATAC latent frame (and its factors with it) changes the cosine, not this."""
+    rng = np.random.default_rng(1)
+    cells, d = 500, 4
+    rna = rng.standard_normal((cells, d))
+    atac = rna + 0.3 * rng.standard_normal((cells, d))  # the two encoders agree on the cells
+    gene_factors = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1.0]])
+    peak_factors = np.array([[1.0, 0, 0, 0], [0, -1.0, 0, 0]])
+    scorer = correlation_scorer(gene_factors, peak_factors, rna, atac)
+    pairs = np.array([[0, 0], [2, 0], [1, 1]])
+    scores = scorer(pairs[:, 0], pairs[:, 1])
+    assert scores[0] > 0.9 and abs(scores[1]) < 0.15 and scores[2] < -0.9
+    rotation, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    rotated = correlation_scorer(gene_factors, peak_factors @ rotation, rna, atac @ rotation)
+    np.testing.assert_allclose(rotated(pairs[:, 0], pairs[:, 1]), scores, atol=1e-12)
+    cosine_before = cosine_scorer(gene_factors, peak_factors)(pairs[:, 0], pairs[:, 1])
+    cosine_after = cosine_scorer(gene_factors, peak_factors @ rotation)(pairs[:, 0], pairs[:, 1])
+    assert not np.allclose(cosine_before, cosine_after)

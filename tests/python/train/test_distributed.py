@@ -5,13 +5,13 @@ import socket
 import warnings
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score
 
 import factvae
+from factvae.outputs.scores import clustering_scores
 from factvae.train.distributed import ProcessGroup
 
 SETTINGS = {"n_hvg": 200, "n_components": 20, "n_latent": 8}
@@ -48,9 +48,10 @@ def _free_port() -> int:
 
 def _ari(latent: np.ndarray) -> float:
     labels = factvae.simulate(**DATA).rna.obs["cell_type"].to_numpy()
-    return adjusted_rand_score(labels, KMeans(4, n_init=10, random_state=0).fit_predict(latent))
+    return clustering_scores(latent, labels)["ari"]
 
 
+@pytest.mark.slow  # two processes train
 def test_two_gloo_processes_match_a_single_process(tmp_path):
     mp.start_processes(
         _worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn"

@@ -16,6 +16,8 @@ import torch
 
 import factvae
 
+pytestmark = pytest.mark.slow  # runs the CLI in subprocesses, killed and resumed
+
 FACTVAE = [sys.executable, "-m", "factvae.cli"]
 
 

@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score
 
 import factvae
 from conftest import SMALL_SETTINGS
 from factvae.model.fused import SparseCounts, factorised_nll
 from factvae.model.network import LOGVAR_BOUNDS, Encoder, FactVAENetwork, bounded_logvar
 from factvae.model.terms import gaussian_kl
+from factvae.outputs.scores import clustering_scores
 from factvae.train import trainer as training
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -27,8 +26,7 @@ def _model(sim, **settings) -> factvae.FactVAE:
 
 
 def _ari(model: factvae.FactVAE, sim) -> float:
-    clusters = KMeans(4, n_init=10, random_state=0).fit_predict(model.get_latent())
-    return adjusted_rand_score(sim.rna.obs["cell_type"], clusters)
+    return clustering_scores(model.get_latent(), sim.rna.obs["cell_type"])["ari"]
 
 
 # ---- the variance and the likelihood at the extremes -------------------------------------------
