@@ -160,10 +160,13 @@
 #'
 #' The links [RunFactVAE()] found with `links = TRUE`, in Signac's format: a
 #' GRanges spanning each gene's TSS and the centre of the linked peak, with the
-#' columns `score` (cosine similarity of the gene and peak embeddings),
-#' `gene`, `peak`, `zscore`, `pvalue` (against shuffled gene-peak pairs) and
-#' `qvalue` (Benjamini-Hochberg). Works with or without Signac; on a
-#' ChromatinAssay, `Signac::Links()` returns the same links.
+#' columns `score` (see `link.score` in [RunFactVAE()]), `gene`, `peak`,
+#' `zscore` and `pvalue` (against candidate pairs outside the prior at a similar
+#' distance from the TSS, with similarly accessible peaks), `qvalue`
+#' (Benjamini-Hochberg) and `in_prior` (the pair is in the gene-to-peak prior
+#' the model was trained with, so its score says little beyond that input).
+#' Works with or without Signac; on a ChromatinAssay, `Signac::Links()` returns
+#' the same links.
 #'
 #' @param object A Seurat object returned by [RunFactVAE()].
 #' @return A GRanges.

@@ -10,8 +10,12 @@ links_quality.md.
 2. Planted links on simulated data at 5k, 27k and 100k peaks: AUROC of the planted pairs among
    all candidates, and among distal candidates only (outside the prior).
 
-    .venv/bin/python benchmarks/links_quality.py                  # everything (~25 min)
+3. With ``--significant-only``: how many links reach q < 0.05 on snare_hcellline at the
+   defaults (full prior, seed 0), and how many of those are the prior's own pairs.
+
+    .venv/bin/python benchmarks/links_quality.py                  # 1 and 2 (~25 min)
     .venv/bin/python benchmarks/links_quality.py --skip-simulated --seeds 0
+    .venv/bin/python benchmarks/links_quality.py --significant-only   # 3 (~2 min)
 """
 
 from __future__ import annotations
@@ -153,6 +157,29 @@ def held_out_prior(seed: int, settings: dict) -> dict:
     return result
 
 
+def significant_links(settings: dict) -> str:
+    """Links with q < 0.05 on snare at the defaults, per score, and the share in the prior."""
+    import factvae
+    from factvae.outputs.links import LINK_SCORES
+    from snare_data import load_snare
+
+    rna, atac, genes = load_snare()
+    model = factvae.FactVAE(rna, atac, gene_annotation=genes, **settings)
+    model.fit(seed=0, progress=False)
+    lines = [
+        "| score | candidates | in prior | q < 0.05 | of which in prior |",
+        "|---|---|---|---|---|",
+    ]
+    for score in LINK_SCORES:
+        links = model.infer_links(score=score)
+        significant = links[links["qvalue"] < 0.05]
+        lines.append(
+            f"| {score} | {len(links):,} | {int(links['in_prior'].sum()):,} | "
+            f"{len(significant):,} | {int(significant['in_prior'].sum()):,} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def planted(n_peaks: int, settings: dict) -> dict:
     """Planted links among all candidates and among distal ones (outside the prior)."""
     import factvae
@@ -226,8 +253,14 @@ def main() -> None:
         default={},
         help="model settings as JSON, e.g. '{\"n_latent\": 30}'",
     )
+    parser.add_argument("--significant-only", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
+    if args.significant_only:
+        text = significant_links(args.settings)
+        (HERE / "results" / "links_significant.md").write_text(text)
+        print(text)
+        return
     snare = [] if args.skip_snare else [held_out_prior(seed, args.settings) for seed in args.seeds]
     for row in snare:
         print(json.dumps(row), flush=True)

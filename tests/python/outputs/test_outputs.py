@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import scipy.stats
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -219,11 +220,10 @@ def test_stratified_test_compares_each_pair_with_its_own_stratum():
     strata = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     background = np.array([1, 2, 3, 5, 6, 7])
     zscore, pvalue = stratified_test(score, strata, background)
-    # 0.9 beats the three stratum-0 background pairs and the three of stratum 1 alike, but a
-    # score of 0.3 is the top of stratum 0 and the bottom of stratum 1's range
-    np.testing.assert_allclose(pvalue[[0, 4]], [1 / 4, 1 / 4])
-    np.testing.assert_allclose(pvalue[3], 2 / 4)  # 0.3 ties itself: one of three is >= it
-    assert zscore[0] > zscore[4] > 0
+    # stratum 0's background is 0.1, 0.2, 0.3 (mean 0.2, sd 0.1); stratum 1's 0.5, 0.6, 0.7
+    np.testing.assert_allclose(zscore, [7, -1, 0, 1, 3, -1, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(pvalue, scipy.stats.norm.sf(zscore))
+    assert pvalue[0] < pvalue[4] < 0.01  # the same 0.9 stands out more among lower scores
 
 
 def test_correlation_score_orders_a_hand_made_case_and_ignores_the_frames_rotation():
