@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
 import platform
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from factvae import __version__
-from factvae.data.counts import InMemoryRows
+from factvae.data.counts import InMemoryRows, RowSource
 from factvae.data.genomics import (
     AnnotationLike,
     harmonise_chromosomes,
@@ -36,6 +38,11 @@ from factvae.data.preprocessing import (
 from factvae.data.prior import GeneToPeak, coerce_g2p, gene_to_peak
 from factvae.data.validation import (
     ModalityCounts,
+    align_columns,
+    align_features,
+    batch_labels,
+    batch_levels,
+    cell_names,
     check_not_empty,
     check_unique,
     match_cells,
@@ -77,6 +84,14 @@ class FactVAE:
     loss with a training schedule made for real data sizes (validation cells, early stopping,
     a budget that shrinks the epochs as cells grow, bounded encoder inputs); ``preset="paper"``
     gives the authors' 300-epoch schedule exactly. See :class:`factvae.settings.ModelSettings`.
+
+    Several samples: ``batch_key="sample"`` (a column of ``rna.obs``; ``atac.obs`` may hold
+    it too, and must then agree) makes the decoders condition on each cell's batch
+    (:class:`factvae.model.network.FactorDecoder`); a list of columns is combined into one
+    covariate with levels ``"a|b"``. Its levels, in order, are ``model.batch_levels``.
+    ``encode_batch=True`` gives the encoders the batch too. New cells (raw counts) are
+    embedded without training by ``get_latent(rna=, atac=)``; new batches are learnt, with
+    everything else frozen, by :meth:`map_query`.
     """
 
     def __init__(
@@ -93,6 +108,13 @@ class FactVAE:
     ) -> None:
         self.settings = ModelSettings.from_kwargs(settings, preset)
         self.obs_names, atac_rows = match_cells(rna, atac)
+        keys = self.settings.batch_keys
+        self._batch_codes: np.ndarray | None = None
+        self.batch_levels = pd.Index([], dtype=object)
+        if keys:
+            labels = batch_labels(rna, keys, "rna", atac, atac_rows)
+            self.batch_levels = pd.Index(batch_levels(rna, keys, labels), dtype=object)
+            self._batch_codes = self.batch_levels.get_indexer(labels).astype(np.int64)
         rna_counts = raw_counts(rna, "rna")
         atac_counts = raw_counts(atac, "atac")
         if not np.array_equal(atac_rows, np.arange(len(atac_rows))):
@@ -102,6 +124,8 @@ class FactVAE:
         all_peaks = pd.Index(atac.var_names.astype(str))
         check_unique(all_genes, "rna feature (gene)")
         check_unique(all_peaks, "atac feature (peak)")
+        # what the model was built from: new cells' features outside these are reported
+        self.input_genes, self.input_peaks = all_genes, all_peaks
         peak_coords_all = peak_ranges(atac.var)
         rna_counts, genes_kept = check_not_empty(rna_counts, self.obs_names, all_genes, "rna")
         atac_counts, self.peaks = check_not_empty(atac_counts, self.obs_names, all_peaks, "atac")
@@ -123,12 +147,15 @@ class FactVAE:
         if rna_rep is None:
             clip = SCALE_CLIP if s.bounded_inputs else math.inf
             rna_input, pca = rna_pca(
-                hvg_counts, rna_counts.cell_totals, s.n_components, s.preprocess_seed, clip
-            )
+                hvg_counts, rna_counts.cell_totals, s.n_components, s.preprocess_seed, clip,
+                projected=s.projected_inputs,
+            )  # fmt: skip
         else:
             rna_input, pca = reduction(rna_rep, rna, n_cells, np.arange(n_cells), "rna_rep"), None
         if atac_rep is None:
-            atac_input, lsi = atac_lsi(atac_counts.counts, s.n_components, s.preprocess_seed)
+            atac_input, lsi = atac_lsi(
+                atac_counts.counts, s.n_components, s.preprocess_seed, s.projected_inputs
+            )
         else:
             atac_input = reduction(atac_rep, atac, n_cells, atac_rows, "atac_rep")
             lsi = None
@@ -146,7 +173,10 @@ class FactVAE:
             atac_counts.counts,
             log_library_size(rna_counts.cell_totals),
             log_library_size(atac_counts.cell_totals),
+            self._batch_codes,
+            len(self.batch_levels),
         )
+        self._no_data = ""
         self._rna_rep, self._atac_rep = rna_input, atac_input
         self._rna_log_library = self._data.rna_log_library
         self._atac_log_library = self._data.atac_log_library
@@ -161,6 +191,8 @@ class FactVAE:
             dropout=s.dropout,
             rna_likelihood=s.likelihood,
             atac_likelihood=s.likelihood,
+            n_batches=len(self.batch_levels),
+            encode_batch=s.encode_batch,
         )
         self.network = FactVAENetwork(self.architecture, self.g2p.indices())
         self.history: list[dict[str, float]] = []
@@ -260,7 +292,8 @@ class FactVAE:
         """
         if self._data is None:
             raise FactVAEInputError(
-                "This model was loaded from disk without its training counts; build a new "
+                self._no_data
+                or "This model was loaded from disk without its training counts; build a new "
                 "FactVAE from the data to train again."
             )
         overrides = {
@@ -277,6 +310,7 @@ class FactVAE:
         _check_positive_int(batch_size, "batch_size")
         _check_positive_int(checkpoint_every, "checkpoint_every")
         settings.check_against_data(len(self.obs_names))
+        self._check_batch_sizes(self._batch_codes, range(len(self.batch_levels)), batch_size)
         self.device = select_device(device)
         group = init_from_environment(self.device)
         if group.active and self.device.type == "cuda":
@@ -323,6 +357,23 @@ class FactVAE:
         self.is_trained = True
         return self
 
+    def _check_batch_sizes(
+        self, codes: np.ndarray | None, levels: Any, batch_size: int, what: str = "fit"
+    ) -> None:
+        """Every batch level (of ``levels``, codes) needs at least one minibatch of cells."""
+        if codes is None:
+            return
+        sizes = np.bincount(codes, minlength=len(self.batch_levels))
+        small = [f"{self.batch_levels[c]!r} ({sizes[c]} cells)" for c in levels
+                 if sizes[c] < batch_size]  # fmt: skip
+        if small:
+            raise FactVAEInputError(
+                f"batch level(s) {', '.join(small)} of batch_key={self.settings.batch_key!r} "
+                f"have fewer cells than one minibatch (batch_size={batch_size}), too few to "
+                "learn their offsets. Merge small levels into others or drop their cells, or "
+                f"call {what}() with a smaller batch_size=."
+            )
+
     def _schedule(self, settings: ModelSettings, seed: int) -> Schedule:
         """Training and validation cells (a seeded split), epochs and patience."""
         n_cells = len(self.obs_names)
@@ -349,6 +400,10 @@ class FactVAE:
         digest = hashlib.sha256()
         for array in (data.rna_log_library, data.atac_log_library, *self.g2p.indices()):
             digest.update(np.ascontiguousarray(array).tobytes())
+        batches = {}
+        if self._batch_codes is not None:
+            digest.update(self._batch_codes.tobytes())
+            batches = {"batch levels": [str(level) for level in self.batch_levels]}
         return {
             "cells": _names_digest(self.obs_names),
             "genes": _names_digest(self.genes),
@@ -359,6 +414,7 @@ class FactVAE:
             "validation cells": _names_digest(self.obs_names[schedule.validation_cells]),
             "batch_size": int(batch_size),
             "seed": int(seed),
+            **batches,
         }
 
     def _finish_training(self, trainer: Trainer, schedule: Schedule) -> None:
@@ -381,10 +437,41 @@ class FactVAE:
         if not self.is_trained:
             raise FactVAEInputError("The model is not trained yet; call fit() first.")
 
-    def get_latent(self, kind: str = "joint") -> np.ndarray:
-        """Cell embeddings (posterior means): ``joint`` = concat(z_atac, z_rna), or one side."""
+    def get_latent(self, kind: str = "joint", rna: Any = None, atac: Any = None) -> np.ndarray:
+        """Cell embeddings (posterior means): ``joint`` = concat(z_atac, z_rna), or one side.
+
+        Without ``rna``/``atac``: the model's own cells. With new AnnData (raw counts, like the
+        training data; ``rna`` for ``kind="rna"``, ``atac`` for ``"atac"``, both for ``joint``,
+        matched by cell name) the cells are embedded by the trained encoders with no
+        training: their counts go through the preprocessing saved at fit time (the RNA:
+        the modelled genes, normalised, clipped and scaled with the training cells' values,
+        projected on the PCA, then standardised per cell with ``bounded_inputs``; the ATAC:
+        TF-IDF with the training IDF, projected on the LSI). Features are matched by name;
+        missing ones count as zeros and are reported in a warning, as are features the model
+        was not built from. Rows are in ``rna``'s cell order (``atac``'s for ``kind="atac"``
+        alone). With ``encode_batch`` the new cells need the batch column(s), with levels
+        the model knows (new levels: :meth:`map_query`). The model's own cells mapped again
+        get exactly their own latent with ``projected_inputs=True``; by default the SVD's own
+        scores are matched only as far as the randomized SVD converged.
+        """
         self._require_trained()
-        return latent_means(self.network, self._rna_rep, self._atac_rep, kind, self.device)
+        if rna is None and atac is None:
+            return latent_means(
+                self.network, self._rna_rep, self._atac_rep, kind, self.device,
+                batch=self._batch_codes,
+            )  # fmt: skip
+        if kind not in ("joint", "rna", "atac"):
+            raise FactVAEInputError(f"kind must be 'joint', 'rna' or 'atac', not {kind!r}.")
+        cells = self._new_cells(
+            rna, atac, kind in ("joint", "rna"), kind in ("joint", "atac"),
+            counts=False, labels=self.settings.encode_batch, what=f"get_latent({kind!r})",
+        )  # fmt: skip
+        codes = None
+        if self.settings.encode_batch:
+            codes = self._known_codes(cells.labels, "get_latent")
+        return latent_means(
+            self.network, cells.rna_rep, cells.atac_rep, kind, self.device, batch=codes
+        )
 
     def gene_embeddings(self) -> pd.DataFrame:
         """Genes x latent: the columns of the RNA decoder's factor matrix."""
@@ -405,14 +492,19 @@ class FactVAE:
         chunk_size: int = RUN_DEFAULTS.chunk_size,
         threshold: float | None = None,
         out: str | Path | None = None,
+        batch: str | None = None,
     ) -> np.ndarray | sp.csr_matrix | Path:
         """Augmented ATAC (Eq. 12) for the chosen cells x peaks, computed chunk by chunk.
 
         Dense float32 when ``threshold`` is None, else CSR keeping values >= ``threshold``.
         With ``out=`` (an .h5ad path) the chunks are streamed to disk and the path returned,
-        so memory stays bounded by one chunk whatever the matrix size.
+        so memory stays bounded by one chunk whatever the matrix size. With a batch covariate
+        each cell is decoded in its own batch (``batch=None``), or every cell in the batch
+        level ``batch`` (one of ``batch_levels``): the accessibility the cells would have
+        had in that sample, a common reference for comparing samples.
         """
         self._require_trained()
+        own, decoded_in = self._decoder_batches(batch)
         _check_positive_int(chunk_size, "chunk_size")
         if threshold is not None and not (isinstance(threshold, (int, float)) and threshold >= 0):
             raise FactVAEInputError(f"threshold must be a number >= 0, got {threshold!r}.")
@@ -420,10 +512,13 @@ class FactVAE:
         peak_cols = _positions(self.peaks, peaks, "peaks")
         atac_rep = self._atac_rep[cell_rows]
         log_library = self._atac_log_library[cell_rows]
+        own = None if own is None else own[cell_rows]
+        decoded_in = None if decoded_in is None else decoded_in[cell_rows]
         if out is not None:
             chunks = augmented_chunks(
-                self.network, atac_rep, log_library, peak_cols, self.device, chunk_size
-            )
+                self.network, atac_rep, log_library, peak_cols, self.device, chunk_size, own,
+                decoded_in,
+            )  # fmt: skip
             return write_h5ad_chunks(
                 Path(out),
                 chunks,
@@ -432,8 +527,29 @@ class FactVAE:
                 threshold,
             )
         return augment(
-            self.network, atac_rep, log_library, peak_cols, self.device, chunk_size, threshold
-        )
+            self.network, atac_rep, log_library, peak_cols, self.device, chunk_size, threshold,
+            own, decoded_in,
+        )  # fmt: skip
+
+    def _decoder_batches(self, batch: str | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The cells' own batch codes and those they are decoded in (``batch``: one level)."""
+        if self._batch_codes is None:
+            if batch is not None:
+                raise FactVAEInputError(
+                    f"batch={batch!r}: this model has no batch covariate (build it with "
+                    "batch_key= to decode cells in a chosen batch); leave batch=None."
+                )
+            return None, None
+        if batch is None:
+            return self._batch_codes, self._batch_codes
+        code = self.batch_levels.get_indexer([str(batch)])[0]
+        if code < 0:
+            raise FactVAEInputError(
+                f"batch={batch!r} is not a batch level of this model; its levels are "
+                f"{list(self.batch_levels)[:20]} (or pass batch=None to decode each cell in "
+                "its own batch)."
+            )
+        return self._batch_codes, np.full(len(self._batch_codes), code, dtype=np.int64)
 
     def infer_links(
         self,
@@ -479,6 +595,229 @@ class FactVAE:
             accessibility=self.peak_detection,
         )
 
+    # ---- new cells: embedding them, and learning their batches ------------------------------
+    def map_query(
+        self,
+        rna: Any,
+        atac: Any,
+        max_epochs: int | None = None,
+        batch_size: int = RUN_DEFAULTS.batch_size,
+        seed: int = RUN_DEFAULTS.seed,
+        progress: bool = True,
+        device: str = RUN_DEFAULTS.device,
+        precision: str = RUN_DEFAULTS.precision,
+    ) -> FactVAE:
+        """A new model for the query cells ``rna``/``atac`` (raw counts, with the batch
+        column(s) of ``batch_key``), adapted to their new batches as scArches does; this
+        model is left exactly as it is.
+
+        The query's cells are embedded as :meth:`get_latent` with ``rna=``/``atac=`` does. Its
+        batch levels that this model knows reuse their offsets; the new ones are appended
+        (``batch_levels`` = this model's + the new, in order) and only their parameters are
+        trained: the new rows of each decoder's batch offsets and, with ``encode_batch``, the
+        encoders' new input columns. Every other parameter is frozen (gradients exactly zero,
+        so it does not move by a bit) and the SSA step, which trains the ATAC encoder, is
+        skipped. The returned model's ``get_latent()`` is the query cells' latent in this
+        model's space, and its ``augment_atac`` decodes them (``batch=`` any level, old or
+        new). Training follows this model's schedule settings (validation cells and early
+        stopping) on the query cells; ``max_epochs`` defaults to the cell-scaled budget. Each
+        new level needs at least ``batch_size`` cells. Needs a model built with
+        ``batch_key``; without one there is nothing to adapt, and ``get_latent(rna=,
+        atac=)`` embeds new cells directly.
+        """
+        self._require_trained()
+        if not self.settings.batch_keys:
+            raise FactVAEInputError(
+                "map_query learns the new batches of query cells, so it needs a model built "
+                "with batch_key=; this one has none. To embed new cells with this model as it "
+                "is, use get_latent(rna=..., atac=...)."
+            )
+        _check_positive_int(batch_size, "batch_size")
+        if max_epochs is not None:
+            _check_positive_int(max_epochs, "max_epochs")
+        cells = self._new_cells(rna, atac, True, True, counts=True, labels=True,
+                                what="map_query")  # fmt: skip
+        assert cells.labels is not None
+        query_levels = batch_levels(rna, self.settings.batch_keys, cells.labels)
+        new_levels = [level for level in query_levels if level not in self.batch_levels]
+        mapped = self._mapped_copy(cells, new_levels)
+        n_reference = len(self.batch_levels)
+        mapped._check_batch_sizes(
+            mapped._batch_codes, range(n_reference, len(mapped.batch_levels)), batch_size,
+            "map_query",
+        )  # fmt: skip
+        overrides: dict[str, Any] = {} if max_epochs is None else {"max_epochs": max_epochs}
+        if 0 < self.settings.validation_cells(len(cells.obs_names)) < 2:
+            overrides["validation_fraction"] = 0.0  # too few query cells to hold any out
+        settings = ModelSettings.from_kwargs({**self.settings.to_dict(), **overrides})
+        schedule = mapped._schedule(settings, seed)
+        data, mapped._data = mapped._data, None  # a mapped model cannot be fit() again
+        assert data is not None
+        mapped.device = select_device(device)
+        mapped.network.to(mapped.device)
+        if not new_levels:
+            mapped.training_summary = {**mapped.training_summary, "epochs": 0}
+            return mapped
+        seed_everything(seed)
+        handles = mapped.network.train_only_batches_from(n_reference)
+        try:
+            trainer = Trainer(
+                mapped.network,
+                settings.loss_weights(),
+                settings.optimiser(schedule.max_epochs),
+                mapped.device,
+                precision=precision,
+                trainable=mapped.network.trainable_parameters(),
+                ssa=False,
+            )
+            if progress:
+                print(
+                    f"FactVAE: mapping {len(cells.obs_names)} query cells on {mapped.device}: "
+                    f"training {len(new_levels)} new batch level(s) {new_levels[:5]}, the rest "
+                    f"frozen, at most {schedule.max_epochs} epochs"
+                )
+            trainer.fit(data, schedule, batch_size, seed, progress)
+        finally:
+            mapped.network.unfreeze(handles)
+        summary = mapped.training_summary
+        mapped._finish_training(trainer, schedule)
+        mapped.training_summary.update(summary)
+        return mapped
+
+    def _mapped_copy(self, cells: _NewCells, new_levels: list[str]) -> FactVAE:
+        """A model of the query ``cells`` that shares this one's features, prior and
+        preprocessing, with a copy of its network grown by ``new_levels`` (nothing of this
+        model is changed, and nothing mutable is shared)."""
+        mapped = FactVAE.__new__(FactVAE)
+        shared = ("settings", "genes", "peaks", "peak_coords", "peak_detection", "gene_coords",
+                  "gene_coords_all", "g2p", "input_genes", "input_peaks")  # fmt: skip
+        for name in shared:  # never changed in place, by either model
+            setattr(mapped, name, getattr(self, name))
+        mapped.projections = dict(self.projections)
+        mapped.batch_levels = pd.Index([*self.batch_levels, *new_levels], dtype=object)
+        assert cells.labels is not None
+        mapped._batch_codes = mapped.batch_levels.get_indexer(cells.labels).astype(np.int64)
+        mapped.obs_names = cells.obs_names
+        assert cells.rna_rep is not None and cells.atac_rep is not None
+        mapped._rna_rep, mapped._atac_rep = cells.rna_rep, cells.atac_rep
+        assert cells.rna_log_library is not None and cells.atac_log_library is not None
+        mapped._rna_log_library, mapped._atac_log_library = (
+            cells.rna_log_library, cells.atac_log_library,
+        )  # fmt: skip
+        if new_levels:
+            mapped.network = self.network.with_new_batches(len(new_levels))
+        else:
+            mapped.network = copy.deepcopy(self.network)
+        mapped.architecture = mapped.network.arch
+        assert cells.rna_counts is not None and cells.atac_counts is not None
+        mapped._data = TrainingData(
+            cells.rna_rep, cells.atac_rep, cells.rna_counts, cells.atac_counts,
+            cells.rna_log_library, cells.atac_log_library, mapped._batch_codes,
+            len(mapped.batch_levels),
+        )  # fmt: skip
+        mapped._no_data = (
+            "This model was made by map_query: only its new batch levels were trained, on "
+            "query cells. To train every parameter, build a FactVAE on the reference and query "
+            "cells together (with batch_key=) and fit it."
+        )
+        mapped.history = []
+        mapped.training_summary = {
+            "mapped_query": True,
+            "reference_batch_levels": [str(level) for level in self.batch_levels],
+            "new_batch_levels": list(new_levels),
+        }
+        mapped.validation_cells = pd.Index([])
+        mapped.is_trained = True
+        mapped.device = self.device
+        return mapped
+
+    def _new_cells(
+        self,
+        rna: Any,
+        atac: Any,
+        need_rna: bool,
+        need_atac: bool,
+        counts: bool,
+        labels: bool,
+        what: str,
+    ) -> _NewCells:
+        """New cells' encoder inputs through the preprocessing saved at fit time, their
+        features matched to the model's by name; with ``counts``, also their aligned counts
+        and size factors; with ``labels``, their batch labels."""
+        for given, needed, name in ((rna, need_rna, "rna"), (atac, need_atac, "atac")):
+            if needed and given is None:
+                raise FactVAEInputError(
+                    f"{what} needs the new cells' {name} counts: pass {name}= (an AnnData of "
+                    "raw counts)."
+                )
+        atac_rows = None
+        if rna is not None and atac is not None:
+            obs_names, atac_rows = match_cells(rna, atac)
+        else:
+            obs_names = cell_names(rna if rna is not None else atac,
+                                   "rna" if rna is not None else "atac")  # fmt: skip
+        cells = _NewCells(obs_names)
+        if labels:
+            keys = self.settings.batch_keys
+            primary, name = (rna, "rna") if rna is not None else (atac, "atac")
+            other = atac if rna is not None else None
+            cells.labels = batch_labels(primary, keys, name, other, atac_rows)
+        if need_rna or (counts and rna is not None):
+            pca = self.projections.get("rna")
+            if pca is None:
+                raise FactVAEInputError(
+                    "This model was built on a precomputed rna_rep, so it cannot compute the "
+                    "RNA input of new cells from their counts; build it from the counts "
+                    "(without rna_rep=) to map new cells."
+                )
+            modality = raw_counts(rna, "rna")
+            positions = align_features(
+                pd.Index(rna.var_names.astype(str)), self.genes, self.input_genes, "rna", "gene"
+            )
+            aligned = modality.counts.map(partial(align_columns, positions=positions))
+            assert isinstance(pca, PCAProjection)
+            rep = pca.project(aligned, modality.cell_totals)
+            cells.rna_rep = standardise_rows(rep) if self.settings.bounded_inputs else rep
+            if counts:
+                cells.rna_counts = InMemoryRows(aligned.to_memory())
+                cells.rna_log_library = _log_library(modality.cell_totals, obs_names, "rna")
+        if need_atac or (counts and atac is not None):
+            lsi = self.projections.get("atac")
+            if lsi is None:
+                raise FactVAEInputError(
+                    "This model was built on a precomputed atac_rep, so it cannot compute the "
+                    "ATAC input of new cells from their counts; build it from the counts "
+                    "(without atac_rep=) to map new cells."
+                )
+            modality = raw_counts(atac, "atac")
+            if atac_rows is not None and not np.array_equal(atac_rows, np.arange(len(atac_rows))):
+                modality = modality.permute_rows(atac_rows)
+            positions = align_features(
+                pd.Index(atac.var_names.astype(str)), self.peaks, self.input_peaks, "atac",
+                "peak",
+            )  # fmt: skip
+            aligned = modality.counts.map(partial(align_columns, positions=positions))
+            assert isinstance(lsi, LSIProjection)
+            cells.atac_rep = lsi.project(aligned)
+            if counts:
+                cells.atac_counts = aligned
+                cells.atac_log_library = _log_library(modality.cell_totals, obs_names, "atac")
+        return cells
+
+    def _known_codes(self, labels: np.ndarray | None, what: str) -> np.ndarray:
+        """Codes of batch labels that must all be levels of this model."""
+        assert labels is not None
+        codes = self.batch_levels.get_indexer(labels)
+        if (codes < 0).any():
+            unknown = sorted(set(labels[codes < 0]))
+            raise FactVAEInputError(
+                f"{what}: batch level(s) {unknown[:5]} of the new cells are not levels of this "
+                f"model ({list(self.batch_levels)[:10]}), and its encoders read the batch "
+                "(encode_batch=True). Learn them first with map_query(), which returns a model "
+                "that knows them."
+            )
+        return codes.astype(np.int64)
+
     # ---- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write weights, settings, feature names, projections and versions to a folder."""
@@ -499,7 +838,12 @@ class FactVAE:
             "atac_log_library": self._atac_log_library,
             "g2p_rows": self.g2p.indices()[0],
             "g2p_cols": self.g2p.indices()[1],
+            "input_genes": self.input_genes.to_numpy(dtype=str),
+            "input_peaks": self.input_peaks.to_numpy(dtype=str),
         }
+        if self._batch_codes is not None:
+            arrays["batch_levels"] = self.batch_levels.to_numpy(dtype=str)
+            arrays["batch_codes"] = self._batch_codes
         if self.peak_detection is not None:
             arrays["peak_detection"] = self.peak_detection
         if self.gene_coords is not None:
@@ -549,6 +893,8 @@ class FactVAE:
             tuple(arch["rna_hidden"]),
             tuple(arch["atac_hidden"]),
         )
+        arch.setdefault("n_batches", 0)  # saved before batch covariates existed
+        arch.setdefault("encode_batch", False)
         model.architecture = Architecture(**arch)
         model.history = meta["history"]
         model.training_summary = meta.get("training_summary", {})
@@ -556,6 +902,12 @@ class FactVAE:
         model.obs_names = pd.Index(arrays["obs_names"])
         model.genes = pd.Index(arrays["genes"])
         model.peaks = pd.Index(arrays["peaks"])
+        # older saves lack them: every unused feature of new cells is then reported
+        model.input_genes = pd.Index(arrays.get("input_genes", model.genes))
+        model.input_peaks = pd.Index(arrays.get("input_peaks", model.peaks))
+        levels = [str(level) for level in arrays.get("batch_levels", [])]
+        model.batch_levels = pd.Index(levels, dtype=object)
+        model._batch_codes = arrays.get("batch_codes")
         model.peak_coords = pd.DataFrame(
             {
                 "chrom": arrays["peak_chrom"],
@@ -603,15 +955,42 @@ class FactVAE:
             "atac": _projection(arrays, "atac", LSIProjection),
         }
         model._data = None
+        model._no_data = ""
         model.is_trained = True
         return model
 
     def __repr__(self) -> str:
         state = f"trained {len(self.history)} epochs" if self.is_trained else "not trained"
+        batches = f", {len(self.batch_levels)} batches" if len(self.batch_levels) else ""
         return (
             f"FactVAE({len(self.obs_names)} cells, {len(self.genes)} genes, {len(self.peaks)} "
-            f"peaks, {self.g2p.nnz} prior pairs, latent {self.architecture.n_latent}; {state})"
+            f"peaks, {self.g2p.nnz} prior pairs, latent {self.architecture.n_latent}{batches}; "
+            f"{state})"
         )
+
+
+@dataclass
+class _NewCells:
+    """New cells as the model sees them (see ``FactVAE._new_cells``)."""
+
+    obs_names: pd.Index
+    labels: np.ndarray | None = None
+    rna_rep: np.ndarray | None = None
+    atac_rep: np.ndarray | None = None
+    rna_counts: RowSource | None = None
+    atac_counts: RowSource | None = None
+    rna_log_library: np.ndarray | None = None
+    atac_log_library: np.ndarray | None = None
+
+
+def _log_library(totals: np.ndarray, cells: pd.Index, what: str) -> np.ndarray:
+    """Size factors of new cells; a cell without counts has none."""
+    if (totals == 0).any():
+        raise FactVAEInputError(
+            f"{int((totals == 0).sum())} new cells have no {what} counts (for example "
+            f"{cells[totals == 0][:3].tolist()}); remove them first (their library size is zero)."
+        )
+    return log_library_size(totals)
 
 
 def _projection(arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:

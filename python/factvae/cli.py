@@ -28,6 +28,7 @@ from factvae import __version__
 from factvae.api import FactVAE
 from factvae.data.readers import read_10x_multiome, read_g2p, read_pair
 from factvae.errors import FactVAEInputError, TrainingDivergedError
+from factvae.outputs.links import LINK_SCORES
 from factvae.outputs.scores import clustering_scores
 from factvae.settings import MODEL_DEFAULTS, PRESETS, RUN_DEFAULTS
 from factvae.train.checkpoints import CHECKPOINT_FILE
@@ -67,8 +68,9 @@ _FIT_OUTPUTS = _rows(
         (
             LINKS_FILE,
             "candidate gene-peak pairs within --links-window of the TSS, best\n"
-            "first: gene, peak, score (cosine), zscore, pvalue, qvalue,\n"
-            "distance (signed, negative = upstream), chrom, tss",
+            "first: gene, peak, score (--links-score), zscore, pvalue and qvalue against\n"
+            "pairs at the same distance with equally accessible peaks, distance\n"
+            "(signed, negative = upstream), in_prior, chrom, tss",
         ),
         (
             AUGMENTED_FILE,
@@ -113,10 +115,13 @@ class FitOptions:
     augment_threshold: float | None = None
     links: bool = True
     links_window: int = RUN_DEFAULTS.link_window
+    links_score: str = RUN_DEFAULTS.link_score
     checkpoint_every: int = RUN_DEFAULTS.checkpoint_every
     resume: bool = False
     quiet: bool = False
     backed: bool = False
+    batch_key: list[str] | None = None
+    encode_batch: bool = MODEL_DEFAULTS.encode_batch
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> FitOptions:
@@ -239,6 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="ready prior instead of the annotation overlap: a .npz scipy sparse genes x peaks "
         "matrix in input order, or a TSV with columns gene and peak",
     )
+    batches = fit.add_argument_group("several samples")
+    batches.add_argument(
+        "--batch-key",
+        action="extend",
+        type=_column_names,
+        metavar="COLUMN",
+        help="column of the RNA .obs naming each cell's sample or batch; the decoders learn "
+        "per-batch offsets so the embeddings are not driven by sample differences. Repeat it, "
+        "or give several separated by commas (--batch-key donor,protocol), to combine columns "
+        "into one covariate whose levels are the combinations, written 'a|b'",
+    )
+    batches.add_argument(
+        "--encode-batch",
+        action="store_true",
+        help="also give the encoders each cell's batch (needs --batch-key)",
+    )
     fit.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     _add_training_options(fit, epochs=FitOptions.epochs, atac_weight=FitOptions.atac_weight)
     fit.add_argument(
@@ -268,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=FitOptions.links_window,
         metavar="BP",
         help="candidate peaks lie within BP of the TSS (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--links-score",
+        default=FitOptions.links_score,
+        choices=LINK_SCORES,
+        help="correlation: of the gene's and the peak's contributions to the decoders over "
+        "cells, whatever the rotation between the RNA and ATAC latents; cosine: the paper's "
+        "cosine of their embeddings, highest for the prior's pairs (default: %(default)s)",
     )
     fit.add_argument(
         "--no-links", dest="links", action="store_false", help=f"do not write {LINKS_FILE}"
@@ -430,6 +459,8 @@ def run_fit(options: FitOptions) -> FitResult:
         n_latent=options.latent,
         n_hvg=options.hvg,
         atac_recon_weight=options.atac_weight,
+        batch_key=list(options.batch_key) if options.batch_key else None,
+        encode_batch=options.encode_batch,
     )
     say(repr(model))
 
@@ -533,7 +564,9 @@ def _write_outputs(
 
     links = None
     if options.links:
-        links = model.infer_links(window=options.links_window, seed=options.seed)
+        links = model.infer_links(
+            window=options.links_window, seed=options.seed, score=options.links_score
+        )
         links = links.sort_values("score", ascending=False, kind="stable", ignore_index=True)
         path = out / LINKS_FILE
         links.to_csv(path, sep="\t", index=False, float_format="%.6g")
@@ -653,6 +686,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
+
+
+def _column_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"must be column names separated by commas, got {text!r}")
+    return names
 
 
 def _non_negative_int(text: str) -> int:

@@ -43,6 +43,13 @@ def _rename(adata, obs=None, var=None):
     return out
 
 
+def _with_obs(adata, **columns):
+    out = adata.copy()
+    for name, values in columns.items():
+        out.obs[name] = values
+    return out
+
+
 def _cases(sim):
     rna, atac, genes = sim.rna, sim.atac, sim.genes
     negative = rna.X.copy()
@@ -118,6 +125,18 @@ def _cases(sim):
         "negative KL weight": (dict(rna_kl_weight=-1), "rna_kl_weight"),
         "unknown setting": (dict(n_latnet=10), "Unknown setting"),
         "negative upstream": (dict(upstream=-5), "upstream"),
+        "batch_key not a column": (dict(batch_key="sample"), r"'sample' is not a column of rna"),
+        "batch_key of wrong type": (dict(batch_key=3), "batch_key must be the name"),
+        "batch_key repeated": (dict(batch_key=["sample", "sample"]), "names a column twice"),
+        "batch values missing": (
+            dict(rna=_with_obs(rna, sample=[None, *["a"] * (rna.n_obs - 1)]), batch_key="sample"),
+            "1 missing values",
+        ),
+        "batch values disagree between rna and atac": (
+            dict(rna=_with_obs(rna, s="a"), atac=_with_obs(atac, s="b"), batch_key="s"),
+            "disagree",
+        ),
+        "encode_batch without batch_key": (dict(encode_batch=True), "needs batch_key"),
     }
 
 

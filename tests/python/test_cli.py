@@ -362,3 +362,24 @@ def test_schedule_options_follow_the_python_names() -> None:
     assert (chosen.preset, chosen.epochs, chosen.early_stopping) == ("paper", 40, False)
     assert (chosen.validation_fraction, chosen.patience) == (0.2, 7)
     assert FitOptions.from_args(build_parser().parse_args([*base, "--epochs", "9"])).epochs == 9
+
+
+def test_batch_key_option_takes_one_or_several_columns(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from factvae.cli import FitOptions, build_parser
+
+    base = ["fit", "--rna", "r.h5ad", "--atac", "a.h5ad", "--annotation", "g.bed", "--out", "o"]
+    assert FitOptions.from_args(build_parser().parse_args(base)).batch_key is None
+    chosen = FitOptions.from_args(build_parser().parse_args(
+        [*base, "--batch-key", "donor,protocol", "--batch-key", "lane", "--encode-batch"]
+    ))  # fmt: skip
+    assert chosen.batch_key == ["donor", "protocol", "lane"] and chosen.encode_batch
+    assert main([*base, "--batch-key", "donor,"]) == 2
+    assert "column names separated by commas" in capsys.readouterr().err
+    _expect_error(
+        capsys,
+        ["fit", *_pair_args(inputs), "--annotation", str(inputs["genes.bed"]),
+         "--out", str(tmp_path / "run"), *FAST, "--batch-key", "sample"],
+        "'sample' is not a column of rna.obs",
+    )  # fmt: skip

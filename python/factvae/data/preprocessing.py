@@ -139,13 +139,38 @@ def randomized_svd(
 
 @dataclass
 class PCAProjection:
-    """What is needed to project new cells onto the RNA PCA (kept with a saved model)."""
+    """What is needed to project new cells onto the RNA PCA (kept with a saved model).
+
+    :meth:`project` maps counts to scores; the fit (:func:`rna_pca`) runs the same
+    normalisation and clip (:meth:`prepare`) and, with ``projected=True``, the same product
+    (:meth:`scores`), so a training cell projected again gets its own scores.
+    """
 
     target_sum: float
     mean: np.ndarray
     std: np.ndarray
     components: np.ndarray  # n_components x n_genes
     clip: float = math.inf  # scaled values were clipped to +-clip before the PCA
+
+    def prepare(self, counts: sp.csr_matrix, totals: np.ndarray) -> sp.csr_matrix:
+        """Log-normalised counts (per ``target_sum`` of each cell's ``totals``), clipped."""
+        return clip_scaled(
+            log_normalise(counts, totals, self.target_sum), self.mean, self.std, self.clip
+        )
+
+    def scores(self, prepared: sp.csr_matrix) -> np.ndarray:
+        """``((prepared - mean) / std) @ components.T`` without densifying ``prepared``."""
+        shift = (self.mean / self.std) @ self.components.T
+        return (prepared @ (self.components / self.std).T - shift).astype(np.float32)
+
+    def project(self, counts: RowSource | sp.spmatrix, totals: np.ndarray) -> np.ndarray:
+        """Scores of cells from their counts of the modelled genes (cells x genes, in the
+        model's gene order) and their totals over all genes, a block of cells at a time."""
+        rows = InMemoryRows(sp.csr_matrix(counts)) if sp.issparse(counts) else counts
+        out = np.empty((rows.shape[0], self.components.shape[0]), dtype=np.float32)
+        for positions, block in rows.chunks():
+            out[positions] = self.scores(self.prepare(block, totals[positions]))
+        return out
 
 
 def log_normalise(counts: sp.csr_matrix, totals: np.ndarray, target_sum: float) -> sp.csr_matrix:
@@ -154,6 +179,18 @@ def log_normalise(counts: sp.csr_matrix, totals: np.ndarray, target_sum: float) 
     normalised = sp.csr_matrix(sp.diags(scale) @ counts, dtype=np.float64)
     normalised.data = np.log1p(normalised.data)
     return normalised
+
+
+def clip_scaled(
+    logged: sp.csr_matrix, mean: np.ndarray, std: np.ndarray, clip: float
+) -> sp.csr_matrix:
+    """Stored values clipped, in place, where their scaled value ``(x - mean) / std`` passes
+    +-``clip`` (nothing to do for an infinite clip)."""
+    if math.isfinite(clip):
+        columns = logged.indices
+        np.clip(logged.data, (mean - clip * std)[columns], (mean + clip * std)[columns],
+                out=logged.data)  # fmt: skip
+    return logged
 
 
 SCALE_CLIP = 10.0  # Seurat's ScaleData(scale.max = 10), scanpy's scale(max_value=10)
@@ -165,6 +202,7 @@ def rna_pca(
     n_components: int,
     seed: int,
     clip: float = math.inf,
+    projected: bool = False,
 ) -> tuple[np.ndarray, PCAProjection]:
     """PCA of log-normalised, zero-mean unit-variance HVG expression, scaled values clipped
     to +-``clip`` (as ``ScaleData`` does; without it a gene seen in 3 of 10,000 cells scales
@@ -173,7 +211,10 @@ def rna_pca(
     Cells are normalised by their total over all genes (``totals``) to the median total, as
     scanpy's ``normalize_total`` does before HVG subsetting. The clip acts on the stored
     values only: a zero scales to -mean/sd, which is within -clip for any gene not expressed
-    in nearly every cell at one level.
+    in nearly every cell at one level. The scores are the truncated SVD's ``U S``, or with
+    ``projected=True`` the cells' projection onto its components
+    (:meth:`PCAProjection.scores`), the map new cells get; the two agree as far as the
+    randomized SVD converged (in its noise directions, not far).
     """
     target_sum = float(np.median(totals))
     logged = log_normalise(hvg_counts, totals, target_sum)
@@ -182,23 +223,38 @@ def rna_pca(
     n = logged.shape[0]
     std = np.sqrt(np.maximum(mean_sq - mean**2, 0) * n / max(n - 1, 1))
     std[std == 0] = 1.0
-    if math.isfinite(clip):
-        columns = logged.indices
-        np.clip(logged.data, (mean - clip * std)[columns], (mean + clip * std)[columns],
-                out=logged.data)  # fmt: skip
+    clip_scaled(logged, mean, std, clip)
     u, singular, vt = randomized_svd(
         InMemoryRows(logged), n_components, seed, center=mean, scale=std
     )
-    return (u * singular).astype(np.float32), PCAProjection(target_sum, mean, std, vt, clip)
+    projection = PCAProjection(target_sum, mean, std, vt, clip)
+    if projected:
+        return projection.scores(logged), projection
+    return (u * singular).astype(np.float32), projection
 
 
 @dataclass
 class LSIProjection:
-    """What is needed to project new cells onto the ATAC LSI (kept with a saved model)."""
+    """What is needed to project new cells onto the ATAC LSI (kept with a saved model).
+
+    :meth:`project` maps counts to the standardised LSI; the fit (:func:`atac_lsi`) runs the
+    same TF-IDF and, with ``projected=True``, the same product (:meth:`scores`).
+    """
 
     idf: np.ndarray
     components: np.ndarray  # n_components x n_peaks
     singular: np.ndarray
+
+    def scores(self, tfidf: RowSource) -> np.ndarray:
+        """Each cell's ``tfidf @ components.T / singular`` (its ``U`` row), standardised."""
+        singular = np.where(self.singular > 0, self.singular, 1.0)
+        return standardise_rows(tfidf.dot(self.components.T) / singular)
+
+    def project(self, counts: RowSource | sp.spmatrix) -> np.ndarray:
+        """The encoder's ATAC input for cells from their counts of the modelled peaks (cells
+        x peaks, in the model's peak order); on-disk counts are read a block at a time."""
+        rows = InMemoryRows(sp.csr_matrix(counts)) if sp.issparse(counts) else counts
+        return self.scores(rows.map(functools.partial(tfidf_log, idf=self.idf)))
 
 
 ENTRY_BLOCK = 1 << 24  # non-zeros handled per step, so temporaries stay ~64 MB
@@ -232,11 +288,13 @@ def scale_rows(matrix: sp.csr_matrix, factors: np.ndarray) -> None:
 
 
 def atac_lsi(
-    counts: RowSource | sp.spmatrix, n_components: int, seed: int
+    counts: RowSource | sp.spmatrix, n_components: int, seed: int, projected: bool = False
 ) -> tuple[np.ndarray, LSIProjection]:
     """LSI as scGLUE does it: TF-IDF, log1p(1e4 * l1 share), truncated SVD, cell-wise z-score.
 
     Counts in memory get one TF-IDF copy; on-disk counts get TF-IDF per block in each product.
+    The cells' vectors are the SVD's ``U``, or with ``projected=True`` their projection onto
+    its components (:meth:`LSIProjection.scores`, one more product), the map new cells get.
     """
     if sp.issparse(counts):
         counts = InMemoryRows(sp.csr_matrix(counts))
@@ -245,7 +303,10 @@ def atac_lsi(
     idf = counts.shape[0] / peak_totals
     tfidf = counts.map(functools.partial(tfidf_log, idf=idf))
     u, singular, vt = randomized_svd(tfidf, n_components, seed, n_iter=15)
-    return standardise_rows(u), LSIProjection(idf, vt, singular)
+    projection = LSIProjection(idf, vt, singular)
+    if projected:
+        return projection.scores(tfidf), projection
+    return standardise_rows(u), projection
 
 
 def standardise_rows(values: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ _ATAC_DEPTH_SD = 0.4
 _ATAC_ACCESS_SD = 0.6
 _ATAC_EXTRA_COUNT = 0.15  # chance that a non-zero ATAC entry is one fragment higher
 _ACTIVITY_SD = 0.2
+_BATCH_SHIFTED = 0.2  # share of genes and of peaks whose log rate each batch shifts
 _CHUNK_ENTRIES = 1_000_000  # dense RNA entries / ATAC draws handled at once
 
 
@@ -77,6 +78,7 @@ def simulate(
     *,
     n_batches: int = 1,
     batch_depth_sd: float = 0.15,
+    batch_shift_sd: float = 0.0,
     log_fold: tuple[float, float] = _LOG_FOLD,
     rna_rate_sd: float = _RNA_LOG_BASE_SD,
     atac_access_sd: float = _ATAC_ACCESS_SD,
@@ -97,7 +99,11 @@ def simulate(
 
     The keyword-only knobs shape the data like a harder real set: ``n_batches`` sequencing
     libraries (``obs['batch']``) whose depths differ by a log-normal factor of sd
-    ``batch_depth_sd`` in each modality; ``log_fold``, the range of a program's log-fold
+    ``batch_depth_sd`` in each modality, and (``batch_shift_sd`` > 0) whose log rates of a
+    random 20% of genes and, separately, of peaks are shifted by draws of sd
+    ``batch_shift_sd`` (each batch its own subset and shifts; the truth is in
+    ``rna.varm["batch_shift"]`` and ``atac.varm["batch_shift"]``, features x batches);
+    ``log_fold``, the range of a program's log-fold
     change (smaller is harder to cluster); ``rna_rate_sd``, the spread of the genes' log rates
     (larger gives a few very highly expressed genes and heavy counts); ``atac_access_sd``, the
     spread of the peaks' log accessibility (larger gives many rare peaks); ``depth_sd``, the
@@ -108,6 +114,12 @@ def simulate(
         n_cells, n_genes, n_peaks, n_cell_types, atac_density, rna_depth, peaks_per_gene, seed
     )
     _check_shape_knobs(n_batches, batch_depth_sd, log_fold, rna_rate_sd, atac_access_sd, depth_sd)
+    if (
+        isinstance(batch_shift_sd, bool)
+        or not isinstance(batch_shift_sd, numbers.Real)
+        or not batch_shift_sd >= 0
+    ):
+        raise FactVAEInputError(f"batch_shift_sd must be a number >= 0, got {batch_shift_sd!r}.")
     rng = np.random.default_rng(seed)
     type_names = [f"type{i + 1}" for i in range(n_cell_types)]
 
@@ -123,6 +135,7 @@ def simulate(
             "raise n_peaks or lower peaks_per_gene or n_genes."
         )
 
+    rna_shift, atac_shift = _batch_shifts(seed, n_batches, n_genes, n_peaks, batch_shift_sd)
     layout = _gene_layout(rng, n_genes, n_peaks)
     peaks, link_gene = _place_peaks(rng, layout, gene_program, n_peaks, peaks_per_gene)
     peak_program = _peak_programs(rng, link_gene, gene_program, n_cell_types)
@@ -140,7 +153,7 @@ def simulate(
 
     rna_x = _rna_counts(
         rng, cell_type, activity, gene_program, rna_depth * rna_depth_factor, log_fold,
-        rna_rate_sd, depth_sd[0],
+        rna_rate_sd, depth_sd[0], batch, rna_shift,
     )  # fmt: skip
     genes = layout.genes
     rna_var = pd.DataFrame(
@@ -149,7 +162,7 @@ def simulate(
     )
     atac_x = _atac_counts(
         rng, cell_type, activity, peak_program, n_cell_types, atac_density * atac_depth_factor,
-        log_fold, atac_access_sd, depth_sd[1],
+        log_fold, atac_access_sd, depth_sd[1], batch, atac_shift,
     )  # fmt: skip
     atac_var = pd.DataFrame(
         {
@@ -173,12 +186,12 @@ def simulate(
         .drop(columns=["_g", "_p"])
         .reset_index(drop=True)
     )
-    return SimulatedMultiome(
-        rna=anndata.AnnData(X=rna_x, obs=obs.copy(), var=rna_var),
-        atac=anndata.AnnData(X=atac_x, obs=obs.copy(), var=atac_var),
-        genes=genes.reset_index(drop=True),
-        links=links,
-    )
+    rna = anndata.AnnData(X=rna_x, obs=obs.copy(), var=rna_var)
+    atac = anndata.AnnData(X=atac_x, obs=obs.copy(), var=atac_var)
+    if rna_shift is not None and atac_shift is not None:
+        rna.varm["batch_shift"] = rna_shift.T.copy()
+        atac.varm["batch_shift"] = atac_shift.T.copy()
+    return SimulatedMultiome(rna=rna, atac=atac, genes=genes.reset_index(drop=True), links=links)
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -274,6 +287,28 @@ def _batches(
     batch = rng.choice(n_batches, n_cells, p=rng.dirichlet(np.full(n_batches, 200.0)))
     rna_factor, atac_factor = np.exp(rng.normal(0.0, depth_sd, (2, n_batches)))
     return batch, rna_factor[batch], atac_factor[batch]
+
+
+def _batch_shifts(
+    seed: int, n_batches: int, n_genes: int, n_peaks: int, shift_sd: float
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per batch, shifts of the log rates of a random ``_BATCH_SHIFTED`` share of genes and
+    of peaks (batches x features, zero elsewhere); None when ``shift_sd`` is 0.
+
+    Drawn from a stream of their own, so every other draw of a seed stays as it is.
+    """
+    if shift_sd == 0:
+        return None, None
+    rng = np.random.default_rng([seed, 2])
+    shifts = []
+    for n_features in (n_genes, n_peaks):
+        shift = np.zeros((n_batches, n_features))
+        n_shifted = max(1, round(_BATCH_SHIFTED * n_features))
+        for b in range(n_batches):
+            chosen = rng.choice(n_features, n_shifted, replace=False)
+            shift[b, chosen] = rng.normal(0.0, shift_sd, n_shifted)
+        shifts.append(shift)
+    return shifts[0], shifts[1]
 
 
 def _gene_programs(rng: np.random.Generator, n_genes: int, n_types: int) -> np.ndarray:
@@ -437,6 +472,8 @@ def _rna_counts(
     log_fold_range: tuple[float, float],
     rate_sd: float,
     depth_sd: float,
+    batch: np.ndarray,
+    shift: np.ndarray | None,
 ) -> sp.csr_matrix:
     """Gamma-Poisson (negative binomial) counts, drawn in chunks of cells to bound memory.
 
@@ -458,6 +495,8 @@ def _rna_counts(
         rows = slice(first, min(first + chunk, n_cells))
         in_program = gene_program[None, :] == cell_type[rows, None]
         rate = np.exp(log_base + in_program * (log_fold * activity[rows, None]))
+        if shift is not None:  # the cells' batches shift some genes' log rates
+            rate *= np.exp(shift[batch[rows]])
         rate *= (depth[rows] / (rate.sum(axis=1) + rest))[:, None]
         counts = rng.poisson(rng.gamma(shape, rate / shape))
         blocks.append(sp.csr_matrix(counts.astype(np.float32)))
@@ -474,6 +513,8 @@ def _atac_counts(
     log_fold_range: tuple[float, float],
     access_sd: float,
     depth_sd: float,
+    batch: np.ndarray,
+    shift: np.ndarray | None,
 ) -> sp.csr_matrix:
     """Sparse ATAC counts sampled as fragments, in O(non-zeros) memory.
 
@@ -482,23 +523,33 @@ def _atac_counts(
     its activity sets the mixture weight. The number of fragments is calibrated so the expected
     number of distinct peaks hit is ``density`` x peaks, scaled by a per-cell depth factor.
     Fragments that land in the same peak add up, and a few entries get one extra count.
+    With batch ``shift``s (batches x peaks) each batch draws from its own profiles, the base
+    accessibility times ``exp(shift)``; without, every cell shares one group of profiles.
     """
     n_cells, n_peaks = len(cell_type), len(peak_program)
     base = np.exp(rng.normal(0.0, access_sd, n_peaks))
     extra = np.where(peak_program >= 0, np.expm1(rng.uniform(*log_fold_range, n_peaks)), 0.0)
-    background = _Sampler(base)
-    programs = [_Sampler(base * extra * (peak_program == t)) for t in range(n_types)]
-    program_mass = np.array([sampler.total for sampler in programs])
+    if shift is None:
+        group, bases = np.zeros(n_cells, dtype=np.int64), [base]
+    else:
+        group, bases = batch, [base * np.exp(row) for row in shift]
+    background = [_Sampler(b) for b in bases]
+    programs = [[_Sampler(b * extra * (peak_program == t)) for t in range(n_types)] for b in bases]
+    program_mass = np.array([[sampler.total for sampler in row] for row in programs])
+    background_mass = np.array([sampler.total for sampler in background])
 
     scale = np.exp(rng.normal(-0.5 * depth_sd**2, depth_sd, n_cells))
     target = rng.binomial(n_peaks, np.clip(density * scale, 0.0, 0.95))
-    program_weight = program_mass[cell_type] * activity
-    mix = program_weight / (program_weight + background.total)
+    program_weight = program_mass[group, cell_type] * activity
+    mix = program_weight / (program_weight + background_mass[group])
     n_draws = np.zeros(n_cells, dtype=np.int64)
     for t in range(n_types):
-        cells = np.nonzero(cell_type == t)[0]
-        profile = (base + base * extra * (peak_program == t)) / (background.total + program_mass[t])
-        n_draws[cells] = _draws_for_distinct(profile, target[cells], rng)
+        for g, b in enumerate(bases):
+            cells = np.nonzero((cell_type == t) & (group == g))[0]
+            profile = (b + b * extra * (peak_program == t)) / (
+                background_mass[g] + program_mass[g, t]
+            )
+            n_draws[cells] = _draws_for_distinct(profile, target[cells], rng)
 
     # Draws bound the non-zeros from above, so the output is allocated once, never grown.
     total_draws = int(n_draws.sum())
@@ -518,11 +569,15 @@ def _atac_counts(
         owner = np.repeat(cells - first, draws)
         from_program = rng.random(len(owner)) < np.repeat(mix[cells], draws)
         draw_type = np.repeat(cell_type[cells], draws)
+        draw_group = np.repeat(group[cells], draws)
         column = np.empty(len(owner), dtype=np.int64)
-        column[~from_program] = background.draw(rng, int((~from_program).sum()))
-        for t in range(n_types):
-            pick = from_program & (draw_type == t)
-            column[pick] = programs[t].draw(rng, int(pick.sum()))
+        for g in range(len(bases)):
+            pick = ~from_program & (draw_group == g)
+            column[pick] = background[g].draw(rng, int(pick.sum()))
+        for g in range(len(bases)):
+            for t in range(n_types):
+                pick = from_program & (draw_type == t) & (draw_group == g)
+                column[pick] = programs[g][t].draw(rng, int(pick.sum()))
         keys, multiplicity = np.unique(owner * n_peaks + column, return_counts=True)
         count = len(keys)
         indices[nnz : nnz + count] = keys % n_peaks

@@ -1,4 +1,5 @@
-"""Validation of the user's paired AnnData: counts, cell matching, features, reductions.
+"""Validation of the user's paired AnnData: counts, cell matching, features, reductions,
+batch covariates; new cells' features matched to a trained model's.
 
 Nothing here modifies the caller's objects: every array we keep is a new object or a read-only
 view that is never written.
@@ -158,6 +159,14 @@ def check_unique(names: pd.Index, what: str) -> None:
         )
 
 
+def cell_names(adata: object, name: str) -> pd.Index:
+    """The cell names of one AnnData, which must be unique."""
+    _check_anndata(adata, name)
+    cells = pd.Index(adata.obs_names.astype(str))  # type: ignore[attr-defined]
+    check_unique(cells, f"{name} cell")
+    return cells
+
+
 def match_cells(rna: object, atac: object) -> tuple[pd.Index, np.ndarray]:
     """The RNA cell order and, for each, its row in ATAC; the two must hold the same cells."""
     _check_anndata(rna, "rna")
@@ -227,3 +236,127 @@ def reduction(rep: object, adata: object, n_cells: int, rows: np.ndarray, what: 
     if not np.isfinite(values).all():
         raise FactVAEInputError(f"{what} holds NaN or infinite values.")
     return np.ascontiguousarray(values[rows])
+
+
+# ---- batch covariates ------------------------------------------------------------------------
+
+BATCH_SEPARATOR = "|"  # joins the values of several batch columns into one level
+
+
+def batch_labels(
+    adata: object,
+    keys: list[str],
+    name: str,
+    other: object | None = None,
+    other_rows: np.ndarray | None = None,
+    other_name: str = "atac",
+) -> np.ndarray:
+    """Each cell's batch: the value of ``keys`` in ``adata.obs``, several columns joined by
+    ``|``, as strings. When ``other.obs`` (its rows ``other_rows`` in ``adata``'s cell order)
+    holds a key too, its values must agree."""
+    obs = getattr(adata, "obs", None)
+    columns = [] if obs is None else list(obs.columns)
+    parts = []
+    for key in keys:
+        if key not in columns:
+            raise FactVAEInputError(
+                f"batch_key {key!r} is not a column of {name}.obs (its columns: "
+                f"{columns[:10]}); add the cells' sample or batch there, or pass the name of "
+                "an existing column."
+            )
+        values = obs[key]
+        missing = values.isna().to_numpy()
+        if missing.any():
+            example = obs.index[missing][:3].tolist()
+            raise FactVAEInputError(
+                f"{name}.obs[{key!r}] has {int(missing.sum())} missing values (for example "
+                f"cells {example}); give every cell a batch (e.g. a level 'unknown') or drop "
+                "those cells."
+            )
+        labels = values.astype(str).to_numpy(dtype=object)
+        other_obs = getattr(other, "obs", None)
+        if other_obs is not None and key in other_obs.columns:
+            rows = np.arange(len(other_obs)) if other_rows is None else other_rows
+            theirs = other_obs[key].astype(str).to_numpy(dtype=object)[rows]
+            differ = theirs != labels
+            if differ.any():
+                cell = obs.index[np.argmax(differ)]
+                raise FactVAEInputError(
+                    f"{name}.obs[{key!r}] and {other_name}.obs[{key!r}] disagree for "
+                    f"{int(differ.sum())} cells (for example cell {cell!r}: "
+                    f"{labels[np.argmax(differ)]!r} vs {theirs[np.argmax(differ)]!r}); make "
+                    f"them the same, or drop the column from {other_name}.obs ({name}.obs is "
+                    "the one read)."
+                )
+        parts.append(labels)
+    if len(parts) == 1:
+        return parts[0]
+    return np.array([BATCH_SEPARATOR.join(values) for values in zip(*parts)], dtype=object)
+
+
+def batch_levels(adata: object, keys: list[str], labels: np.ndarray) -> list[str]:
+    """The levels in order: a single categorical column's category order (unused categories
+    left out), else sorted."""
+    present = set(labels)
+    column = adata.obs[keys[0]]  # type: ignore[attr-defined]
+    if len(keys) == 1 and isinstance(column.dtype, pd.CategoricalDtype):
+        return [str(c) for c in column.cat.categories if str(c) in present]
+    return sorted(present)
+
+
+# ---- new cells: features matched to the model's by name ---------------------------------------
+
+
+def align_features(
+    names: pd.Index, model: pd.Index, known: pd.Index | None, what: str, kind: str
+) -> np.ndarray:
+    """For each of the model's features, its column in ``names`` (-1 where it is missing).
+
+    Missing features are filled with zeros by :func:`align_columns` and reported in a warning;
+    features the model does not use are dropped, and reported when they were not among the
+    features of the data the model was built from (``known``; None: report all of them).
+    """
+    check_unique(names, f"{what} feature ({kind})")
+    positions = names.get_indexer(model)
+    missing = positions < 0
+    unused = names[~names.isin(model)]
+    unknown = unused if known is None else unused[~unused.isin(known)]
+    problems = []
+    if missing.any():
+        problems.append(
+            f"{int(missing.sum())} of the model's {len(model)} {kind}s are missing (for example "
+            f"{model[missing][:3].tolist()}) and are filled with zeros"
+        )
+    if len(unknown):
+        problems.append(
+            f"{len(unknown)} {kind}s the model was not built from are dropped (for example "
+            f"{unknown[:3].tolist()})"
+        )
+    if missing.all():
+        raise FactVAEInputError(
+            f"None of the model's {len(model)} {kind}s is in the new {what} (for example "
+            f"{model[:3].tolist()} vs {names[:3].tolist()}); {kind}s are matched by name, so "
+            "name them as in the data the model was trained on."
+        )
+    if problems:
+        warnings.warn(
+            f"New {what} cells: {'; '.join(problems)}. {kind.capitalize()}s are matched by "
+            "name; the more that match, the closer the cells land to where the model would "
+            "have put them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return positions
+
+
+def align_columns(block: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
+    """``block``'s columns in the model's order: column ``j`` is ``block[:, positions[j]]``,
+    or zeros where ``positions[j]`` is -1 (a row-wise transform for :meth:`RowSource.map`)."""
+    present = np.nonzero(positions >= 0)[0]
+    chosen = sp.csr_matrix(block[:, positions[present]])
+    aligned = sp.csr_matrix(
+        (chosen.data, present[chosen.indices], chosen.indptr),
+        shape=(block.shape[0], len(positions)),
+    )
+    aligned.sort_indices()
+    return aligned

@@ -13,7 +13,7 @@ import torch
 from factvae.errors import FactVAEInputError
 from factvae.model.network import FactVAENetwork
 from factvae.model.reference import log_normalised_mean
-from factvae.outputs.latent import chunks
+from factvae.outputs.latent import chunks, one_hot
 
 
 def available_memory_bytes() -> int | None:
@@ -39,17 +39,31 @@ def augmented_chunks(
     peak_index: np.ndarray,
     device: torch.device,
     chunk_size: int,
+    batch: np.ndarray | None = None,
+    decoder_batch: np.ndarray | None = None,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Eq. 12, exp(sf) * softmax(z_a F), one chunk of cells at a time, for the chosen peaks.
 
     The softmax is over all peaks (it defines the shares), then the chosen columns are kept.
+    With a batch covariate, ``batch`` holds the cells' own batch codes (what an encoder built
+    with ``encode_batch`` reads) and ``decoder_batch`` the batch each cell is decoded in
+    (its own, or one reference level for every cell): the logits are ``z_a F + B_F[batch]``.
     """
     network.eval()
     feature = network.atac_decoder.feature
+    offsets = network.atac_decoder.batch_offsets()
     columns = torch.as_tensor(peak_index, dtype=torch.long, device=device)
+    n_batches = network.arch.n_batches
     for part in chunks(atac_rep.shape[0], chunk_size):
-        z = network.atac_encoder(torch.from_numpy(atac_rep[part]).to(device))[0]
-        log_share = log_normalised_mean(z, feature, columns)
+        own = None if batch is None else one_hot(batch[part], n_batches, device)
+        z = network.encode_atac(torch.from_numpy(atac_rep[part]).to(device), own)[0]
+        offset = None
+        if offsets is not None:
+            assert decoder_batch is not None
+            decoded_in = one_hot(decoder_batch[part], n_batches, device)
+            assert decoded_in is not None
+            offset = decoded_in @ offsets[0]
+        log_share = log_normalised_mean(z, feature, columns, offset)
         library = torch.from_numpy(log_library[part]).to(device)[:, None]
         yield part, torch.exp(library + log_share).float().cpu().numpy()
 
@@ -62,8 +76,11 @@ def augment(
     device: torch.device,
     chunk_size: int,
     threshold: float | None,
+    batch: np.ndarray | None = None,
+    decoder_batch: np.ndarray | None = None,
 ) -> np.ndarray | sp.csr_matrix:
-    """The augmented matrix, dense, or sparse keeping only values >= ``threshold``."""
+    """The augmented matrix, dense, or sparse keeping only values >= ``threshold``; batches
+    as in :func:`augmented_chunks`."""
     n_cells, n_peaks = atac_rep.shape[0], len(peak_index)
     if threshold is None:
         needed = n_cells * n_peaks * 4
@@ -77,13 +94,13 @@ def augment(
             )
         dense = np.empty((n_cells, n_peaks), dtype=np.float32)
         for part, values in augmented_chunks(
-            network, atac_rep, log_library, peak_index, device, chunk_size
+            network, atac_rep, log_library, peak_index, device, chunk_size, batch, decoder_batch
         ):
             dense[part] = values
         return dense
     blocks = []
     for _, values in augmented_chunks(
-        network, atac_rep, log_library, peak_index, device, chunk_size
+        network, atac_rep, log_library, peak_index, device, chunk_size, batch, decoder_batch
     ):
         values[values < threshold] = 0.0
         blocks.append(sp.csr_matrix(values))

@@ -16,7 +16,8 @@ from factvae.model.network import Batch
 @dataclass
 class TrainingData:
     """Everything a minibatch is cut from; counts stay sparse (cells x features row sources:
-    CSR in memory, or a backed file of which only each minibatch's rows are read)."""
+    CSR in memory, or a backed file of which only each minibatch's rows are read). ``batch``
+    holds each cell's batch code (0..n_batches-1) when the model has a batch covariate."""
 
     rna_rep: np.ndarray
     atac_rep: np.ndarray
@@ -24,6 +25,8 @@ class TrainingData:
     atac_counts: RowSource
     rna_log_library: np.ndarray
     atac_log_library: np.ndarray
+    batch: np.ndarray | None = None
+    n_batches: int = 0
 
     @property
     def n_cells(self) -> int:
@@ -51,6 +54,9 @@ def make_batch(data: TrainingData, index: np.ndarray, device: torch.device) -> B
         tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
         return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=pin)
 
+    one_hot = None
+    if data.batch is not None:
+        one_hot = dense(np.eye(data.n_batches, dtype=np.float32)[data.batch[index]])
     return Batch(
         dense(data.rna_rep[index]),
         dense(data.atac_rep[index]),
@@ -58,6 +64,7 @@ def make_batch(data: TrainingData, index: np.ndarray, device: torch.device) -> B
         sparse_rows(data.atac_counts, index).to(device, non_blocking=pin),
         dense(data.rna_log_library[index]),
         dense(data.atac_log_library[index]),
+        one_hot,
     )
 
 

@@ -85,7 +85,12 @@ class EarlyStopping:
 
 
 class Trainer:
-    """Runs the per-minibatch joint step (all parameters) and SSA step (ATAC encoder only)."""
+    """Runs the per-minibatch joint step (all parameters) and SSA step (ATAC encoder only).
+
+    ``trainable`` limits the joint step to those parameters (the rest is left untouched), and
+    ``ssa=False`` skips the SSA step: how a trained model is adapted to new batches
+    (``FactVAE.map_query``), where the encoders are frozen.
+    """
 
     def __init__(
         self,
@@ -95,6 +100,8 @@ class Trainer:
         device: torch.device,
         precision: str = "float32",
         group: ProcessGroup | None = None,
+        trainable: list[torch.nn.Parameter] | None = None,
+        ssa: bool = True,
     ) -> None:
         self.network = network.to(device)
         self.group = group or ProcessGroup()
@@ -109,13 +116,16 @@ class Trainer:
         self.product_dtype = torch.bfloat16 if bf16 else None
         # fused Adam: one pass per parameter tensor instead of ~6 (CPU and CUDA)
         fused = device.type in ("cpu", "cuda")
-        self.joint_optimiser = torch.optim.Adam(network.parameters(), lr=optim.lr, fused=fused)
+        self.ssa = ssa
+        self.joint_optimiser = torch.optim.Adam(
+            network.parameters() if trainable is None else trainable, lr=optim.lr, fused=fused
+        )
         self.ssa_optimiser = torch.optim.Adam(
             network.atac_encoder.parameters(), lr=optim.ssa_lr, fused=fused
         )
         self.schedulers = [
-            torch.optim.lr_scheduler.ExponentialLR(self.joint_optimiser, gamma=optim.lr_decay),
-            torch.optim.lr_scheduler.ExponentialLR(self.ssa_optimiser, gamma=optim.lr_decay),
+            torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=optim.lr_decay)
+            for optimiser in (self.optimisers if ssa else [self.joint_optimiser])
         ]
         self.epoch = 0
         self.history: list[dict[str, float]] = []
@@ -137,6 +147,8 @@ class Trainer:
         if not self._update(self.joint_optimiser, terms["joint"], parameters):
             return None
         values = {name: float(value.detach()) for name, value in terms.items()}
+        if not self.ssa:
+            return values
 
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
             ssa = self.network.ssa_loss(batch)

@@ -67,3 +67,28 @@ def test_row_bands_cover_every_row_once_and_share_memory() -> None:
     assert (stacked != matrix).nnz == 0
     assert bands[0][0].start == 0 and bands[-1][0].stop == 50
     assert all(np.shares_memory(band.data, matrix.data) for _, band in bands if band.nnz)
+
+
+def test_projecting_the_training_counts_gives_the_fit_time_inputs_exactly() -> None:
+    """One implementation: ``projected=True`` fits give each training cell exactly what
+    ``project`` gives it later (in memory or a block of cells at a time), and the SVD's own
+    scores agree with it as far as the randomized SVD converged (its leading components)."""
+    counts, totals = _rare_gene_counts()
+    scores, pca = rna_pca(counts, totals, 10, seed=0, clip=SCALE_CLIP, projected=True)
+    np.testing.assert_array_equal(pca.project(counts, totals), scores)
+    blocks = rowsource.InMemoryRows(counts)
+
+    def in_blocks():
+        return ((slice(a, a + 100), counts[a : a + 100]) for a in range(0, 400, 100))
+
+    blocks.chunks = in_blocks
+    np.testing.assert_allclose(pca.project(blocks, totals), scores, rtol=1e-6, atol=1e-6)
+    svd_scores, _ = rna_pca(counts, totals, 10, seed=0, clip=SCALE_CLIP)
+    assert abs(np.corrcoef(svd_scores[:, 0], scores[:, 0])[0, 1]) > 0.99
+
+    rng = np.random.default_rng(1)
+    peaks = sp.random(300, 1500, density=0.03, format="csr", random_state=rng, dtype=np.float32)
+    peaks.data = np.ceil(peaks.data * 3)
+    lsi_input, lsi = atac_lsi(peaks, 15, seed=0, projected=True)
+    np.testing.assert_array_equal(lsi.project(peaks), lsi_input)
+    np.testing.assert_allclose(lsi.project(peaks[:50]), lsi_input[:50], rtol=1e-5, atol=1e-5)

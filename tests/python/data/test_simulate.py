@@ -301,3 +301,32 @@ def test_batch_knobs_leave_the_default_output_unchanged() -> None:
     several = factvae.simulate(n_cells=200, n_genes=100, n_peaks=1000, seed=3, n_batches=3)
     assert several.rna.obs["batch"].nunique() == 3
     assert "batch" not in plain.rna.obs
+
+
+def test_batch_shifts_change_only_the_chosen_features_and_only_when_asked() -> None:
+    shape = dict(n_cells=600, n_genes=200, n_peaks=2000, seed=4, n_batches=2)
+    plain = factvae.simulate(**shape)
+    zero = factvae.simulate(**shape, batch_shift_sd=0.0)
+    assert (plain.rna.X != zero.rna.X).nnz == 0 and (plain.atac.X != zero.atac.X).nnz == 0
+    assert "batch_shift" not in zero.rna.varm
+    shifted = factvae.simulate(**shape, batch_shift_sd=1.0)
+    assert (plain.rna.X != shifted.rna.X).nnz > 0 and (plain.atac.X != shifted.atac.X).nnz > 0
+    assert plain.rna.obs.equals(shifted.rna.obs)  # the other draws of the seed are as they were
+    assert plain.links.equals(shifted.links)
+    batch = shifted.rna.obs["batch"].to_numpy()
+    for adata, normalise in ((shifted.rna, True), (shifted.atac, False)):
+        truth = adata.varm["batch_shift"]  # features x batches
+        assert truth.shape == (adata.n_vars, 2)
+        assert np.allclose((truth != 0).mean(axis=0), 0.2, atol=0.01)
+        x = sp.csr_matrix(adata.X)
+        if normalise:
+            x = sp.diags(1.0 / np.asarray(x.sum(axis=1)).ravel()) @ x
+        means = np.vstack([np.asarray(x[batch == b].mean(axis=0)).ravel()
+                           for b in ("batch1", "batch2")])  # fmt: skip
+        seen = (means > 0).all(axis=0)
+        observed = np.log(means[0, seen] / means[1, seen])
+        planted = (truth[:, 0] - truth[:, 1])[seen]
+        moved = planted != 0
+        # the batches differ where a shift was planted, by about the planted amount
+        assert np.corrcoef(observed[moved], planted[moved])[0, 1] > 0.8
+        assert np.abs(observed[moved]).mean() > 1.5 * np.abs(observed[~moved]).mean()

@@ -15,7 +15,8 @@ def _architecture(rna_input, atac_input, n_genes, n_peaks, n_latent, **changes):
     settings = ModelSettings(**{k: v for k, v in changes.items() if k == "likelihood"})
     values = dict(rna_hidden=settings.rna_hidden, atac_hidden=settings.atac_hidden,
                   dropout=settings.dropout, rna_likelihood=settings.likelihood,
-                  atac_likelihood=settings.likelihood)  # fmt: skip
+                  atac_likelihood=settings.likelihood, n_batches=0,
+                  encode_batch=settings.encode_batch)  # fmt: skip
     values.update(changes)
     return Architecture(rna_input, atac_input, n_genes, n_peaks, n_latent, **values)
 
