@@ -38,6 +38,14 @@
 #'   frames stay rotated and distal peaks are not ranked.
 #' @param likelihood Count likelihood: zero-inflated (`"zinb"`) or plain
 #'   (`"nb"`) negative binomial.
+#' @param batch Name of a column of the object's meta data (`object[[]]`)
+#'   holding each cell's sample or batch, such as `"sample"`; `NULL` (the
+#'   default) for one batch. The decoders then learn a per-feature offset for
+#'   each batch (the Python core's `batch_key`), so the embeddings are free of
+#'   it. Every cell needs a value (no `NA`). The column is recorded in
+#'   `Tool(object, "RunFactVAE")$batch`; new samples are mapped onto the model
+#'   with [MapFactVAE()]. With `model`, it must be the column the model was
+#'   trained with (or `NULL`).
 #' @param rna.reduction,atac.reduction Names of existing reductions (such as
 #'   `"pca"` and Signac's `"lsi"`) to use as the encoders' inputs instead of
 #'   the ones the model computes.
@@ -131,7 +139,7 @@ RunFactVAE <- function(object, ...) {
 #' @export
 RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", annotation = NULL,
                               g2p = NULL, n.latent = 50, n.hvg = 2000, atac.weight = 0.002,
-                              likelihood = c("zinb", "nb"), rna.reduction = NULL,
+                              likelihood = c("zinb", "nb"), batch = NULL, rna.reduction = NULL,
                               atac.reduction = NULL, upstream = 2000, preset = "default",
                               max.epochs = NULL, early.stopping = NULL,
                               validation.fraction = NULL, patience = NULL,
@@ -177,6 +185,7 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   counts <- .match_cells(.assay_counts(object, rna.assay, "rna.assay"),
                          .assay_counts(object, atac.assay, "atac.assay"), rna.assay, atac.assay)
   cells <- colnames(counts$rna)
+  batch.values <- .batch_values(object, batch, cells)
   peaks <- .assay_peak_ranges(object, atac.assay, rownames(counts$atac))
   augment.file <- .augment_file(augment.file)
   features <- .augment_features(augment, augment.features, augment.threshold, names(peaks),
@@ -194,7 +203,8 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   core <- .factvae_core()
   if (is.null(model)) {
     model.path <- model.path %||% tempfile("factvae-model-")
-    fit <- .train(core, counts, peaks, prior, reps, settings, verbose)
+    fit <- .train(core, counts, peaks, prior, reps, settings, verbose,
+                  if (!is.null(batch)) stats::setNames(list(batch.values), batch))
     .py_call(fit$save(model.path))
     trained <- TRUE
   } else {
@@ -203,6 +213,13 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     trained <- FALSE
   }
   fitted <- .py_call(core$bridge$model_summary(fit))
+  keys <- unlist(.py_call(core$bridge$model_features(fit))$batch_keys)
+  if (!is.null(batch) && !identical(keys, batch)) {
+    stop("The model at ", model.path, " was trained with batch = ",
+         if (length(keys)) paste0("'", paste(keys, collapse = "', '"), "'") else "NULL",
+         ", not '", batch, "'; leave batch = NULL to reuse it, or train a new one with ",
+         "model = NULL.", call. = FALSE)
+  }
   if (!setequal(fitted$cells, cells)) {
     stop("The model at ", model.path, " was trained on other cells than this object's; ",
          "train a new one with model = NULL.", call. = FALSE)
@@ -210,8 +227,13 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
 
   # A reused model keeps the settings it was trained with (recorded by the call that trained it).
   record <- list(model.path = model.path, python.version = core$version, cells = length(cells))
-  if (trained) record$settings <- settings
-  object <- .add_reductions(object, fit, fitted, cells, outputs, rna.assay, atac.assay, record)
+  if (trained) {
+    record$settings <- settings
+    record$batch <- batch
+  }
+  order <- match(cells, fitted$cells)
+  latent <- function(kind) .py_call(fit$get_latent(kind = kind))[order, , drop = FALSE]
+  object <- .add_reductions(object, latent, fitted, cells, outputs, rna.assay, atac.assay, record)
   info <- if (trained) list() else SeuratObject::Tool(object, slot = "RunFactVAE") %||% list()
   info[names(record)] <- record
   info$reductions <- unname(unlist(outputs$reductions))
@@ -370,12 +392,11 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   SeuratObject::Embeddings(object[[reduction]])[cells, , drop = FALSE]
 }
 
-.train <- function(core, counts, peaks, prior, reps, settings, verbose) {
-  bridge <- core$bridge
+.train <- function(core, counts, peaks, prior, reps, settings, verbose, obs = NULL) {
+  pair <- .anndata_pair(core, counts, peaks, obs)
+  rna <- pair$rna
+  atac <- pair$atac
   cells <- colnames(counts$rna)
-  rna <- .py_call(bridge$anndata_from_counts(counts$rna, cells, rownames(counts$rna)))
-  atac <- .py_call(bridge$anndata_from_counts(counts$atac, cells, rownames(counts$atac),
-                                              var = .peak_var(peaks)))
   genes <- if (!is.null(prior$genes)) as.data.frame(.gene_frame(prior$genes))
   if (verbose) {
     message(sprintf("FactVAE: %d cells, %d genes, %d peaks, %d gene-peak pairs in the prior",
@@ -385,7 +406,7 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     rna, atac, gene_annotation = genes, g2p = prior$pairs,
     n_latent = settings$n.latent,
     n_hvg = settings$n.hvg, atac_recon_weight = settings$atac.weight,
-    rna_rep = reps$rna, atac_rep = reps$atac,
+    rna_rep = reps$rna, atac_rep = reps$atac, batch_key = names(obs),
     likelihood = settings$likelihood, preset = settings$preset))
   .py_call(fit$fit(max_epochs = settings$max.epochs, batch_size = settings$batch.size,
                    device = settings$device, seed = settings$seed, progress = verbose,
@@ -395,14 +416,52 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   fit
 }
 
-.add_reductions <- function(object, fit, fitted, cells, outputs, rna.assay, atac.assay, misc) {
-  order <- match(cells, fitted$cells)
+# The cells' RNA and ATAC counts as the AnnData pair the core reads (cells in the RNA assay's
+# order); `obs` (a named list of per-cell values, such as the batch column) goes in rna.obs.
+.anndata_pair <- function(core, counts, peaks, obs = NULL) {
+  bridge <- core$bridge
+  cells <- colnames(counts$rna)
+  list(rna = .py_call(bridge$anndata_from_counts(counts$rna, cells, rownames(counts$rna),
+                                                 obs = obs)),
+       atac = .py_call(bridge$anndata_from_counts(counts$atac, cells, rownames(counts$atac),
+                                                  var = .peak_var(peaks))))
+}
+
+# The values of the meta data column `batch` for `cells`, as strings; NULL without a batch.
+.batch_values <- function(object, batch, cells, arg = "batch") {
+  if (is.null(batch)) return(NULL)
+  if (!is.character(batch) || length(batch) != 1 || is.na(batch)) {
+    stop(arg, " must be NULL or the name of one meta data column (such as \"sample\").",
+         call. = FALSE)
+  }
+  meta <- object[[]]
+  if (!batch %in% colnames(meta)) {
+    stop(sprintf(paste0("%s = '%s' is not a meta data column of the object (its columns: %s). ",
+                        "Add each cell's sample there first, e.g. object$%s <- <one value per ",
+                        "cell>, or name an existing column."),
+                 arg, batch, paste(utils::head(colnames(meta), 10), collapse = ", "), batch),
+         call. = FALSE)
+  }
+  values <- meta[cells, batch]
+  missing <- is.na(values)
+  if (any(missing)) {
+    stop(sprintf(paste0("%s = '%s': %d cells have no value (NA), e.g. %s. Give every cell a ",
+                        "batch (e.g. a level \"unknown\") or subset the object to the cells ",
+                        "that have one."),
+                 arg, batch, sum(missing), paste(utils::head(cells[missing], 3), collapse = ", ")),
+         call. = FALSE)
+  }
+  as.character(values)
+}
+
+# Adds the joint, RNA and ATAC reductions; latent(kind) gives the embeddings in `cells`' order.
+.add_reductions <- function(object, latent, fitted, cells, outputs, rna.assay, atac.assay, misc) {
   loadings <- list(joint = NULL, rna = fitted$gene_embeddings, atac = fitted$peak_embeddings)
   rownames(loadings$rna) <- fitted$genes
   rownames(loadings$atac) <- fitted$peaks
   assays <- list(joint = rna.assay, rna = rna.assay, atac = atac.assay)
   for (kind in c("joint", "rna", "atac")) {
-    embeddings <- .py_call(fit$get_latent(kind = kind))[order, , drop = FALSE]
+    embeddings <- latent(kind)
     key <- outputs$keys[[kind]]
     dims <- paste0(key, seq_len(ncol(embeddings)))
     dimnames(embeddings) <- list(cells, dims)

@@ -48,8 +48,11 @@ def stop_warning_capture() -> list:
     return ours
 
 
-def anndata_from_counts(counts, cells, features, var=None):
+def anndata_from_counts(counts, cells, features, var=None, obs=None):
     """AnnData (cells x features, CSR) from an R dgCMatrix of features x cells.
+
+    ``var`` and ``obs`` are dicts of columns (one value per feature, per cell); ``obs`` carries
+    the cells' batch labels (strings) for ``batch_key``.
 
     reticulate hands a dgCMatrix over as a CSC matrix that views R's memory; its transpose is the
     CSR cells x features matrix the model wants, and copying it detaches it from R's memory.
@@ -62,6 +65,9 @@ def anndata_from_counts(counts, cells, features, var=None):
         for key, values in dict(var).items():
             var_frame[key] = np.asarray(values)
     obs_frame = pd.DataFrame(index=pd.Index([str(c) for c in cells]))
+    if obs is not None:
+        for key, values in dict(obs).items():
+            obs_frame[key] = [str(v) for v in _strings(values)]
     return anndata.AnnData(X=matrix, obs=obs_frame, var=var_frame)
 
 
@@ -102,6 +108,16 @@ def model_summary(model) -> dict:
         "gene_embeddings": genes.to_numpy(dtype=np.float64),
         "peaks": [str(p) for p in peaks.index],
         "peak_embeddings": peaks.to_numpy(dtype=np.float64),
+    }
+
+
+def model_features(model) -> dict:
+    """What new cells must match: the model's genes and peaks, batch column(s) and levels."""
+    return {
+        "genes": [str(g) for g in model.genes],
+        "peaks": [str(p) for p in model.peaks],
+        "batch_keys": [str(k) for k in model.settings.batch_keys],
+        "batch_levels": [str(level) for level in model.batch_levels],
     }
 
 

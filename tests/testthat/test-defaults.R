@@ -19,6 +19,11 @@ test_that("RunFactVAE's and GeneToPeak's defaults are the core's", {
     expect_null(eval(run[[name]]), label = paste("RunFactVAE", name))
   }
   expect_equal(eval(formals(GeneToPeak)$upstream), core$upstream)
+  map <- formals(MapFactVAE)
+  for (name in c("batch.size", "seed")) {
+    expect_equal(eval(map[[name]]), core[[r.to.python[[name]]]], label = paste("MapFactVAE", name))
+  }
+  expect_null(eval(run$batch))
 })
 
 test_that("the R package and the Python core carry one version", {
