@@ -99,26 +99,8 @@ def gene_to_peak(
     gene_frame = harmonise_chromosomes(gene_frame, peak_frame)
     check_shared_chromosomes(gene_frame["chrom"], peak_frame["chrom"])
     loci = gene_loci(gene_frame, upstream)
-    left = pr.PyRanges(
-        pd.DataFrame(
-            {
-                "Chromosome": loci["chrom"].to_numpy(),
-                "Start": loci["start"].to_numpy(),
-                "End": loci["end"].to_numpy(),
-                "gene_idx": np.arange(len(loci)),
-            }
-        )
-    )
-    right = pr.PyRanges(
-        pd.DataFrame(
-            {
-                "Chromosome": peak_frame["chrom"].to_numpy(),
-                "Start": peak_frame["start"].to_numpy(),
-                "End": peak_frame["end"].to_numpy(),
-                "peak_idx": np.arange(len(peak_frame)),
-            }
-        )
-    )
+    left = _ranges(loci, "gene_idx")
+    right = _ranges(peak_frame, "peak_idx")
     joined = left.join(right).df
     rows = joined["gene_idx"].to_numpy() if len(joined) else np.array([], dtype=int)
     cols = joined["peak_idx"].to_numpy() if len(joined) else np.array([], dtype=int)
@@ -128,6 +110,20 @@ def gene_to_peak(
     )
     matrix.data[:] = 1.0  # duplicates (if any) collapse to a single 1
     return GeneToPeak(matrix, pd.Index(gene_frame.index), pd.Index(peak_frame.index))
+
+
+def _ranges(frame: pd.DataFrame, position: str) -> pr.PyRanges:
+    """``frame``'s chrom/start/end as PyRanges, each row carrying its position as ``position``."""
+    return pr.PyRanges(
+        pd.DataFrame(
+            {
+                "Chromosome": frame["chrom"].to_numpy(),
+                "Start": frame["start"].to_numpy(),
+                "End": frame["end"].to_numpy(),
+                position: np.arange(len(frame)),
+            }
+        )
+    )
 
 
 def _peak_frame(peaks: pd.DataFrame | AnnotationLike) -> pd.DataFrame:
