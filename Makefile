@@ -43,13 +43,16 @@ test-python:
 test-r:
 	bash .ci/r-tests.sh
 
-# All benchmarks (about 105 minutes on 2 cores); each writes JSON and Markdown to benchmarks/results.
+# All benchmarks (hours on 2 cores; each script's docstring gives its time); each writes JSON and
+# Markdown to benchmarks/results.
 bench: setup
 	$(PYTHON) benchmarks/real_scale.py --seeds 0 1 2
 	$(PYTHON) benchmarks/lsi_threads.py --repeats 3
 	$(PYTHON) benchmarks/likelihood.py
 	$(PYTHON) benchmarks/links.py
 	$(PYTHON) benchmarks/links_quality.py --seeds 0 1 2
+	$(PYTHON) benchmarks/batches.py --seeds 0 1 2
+	$(PYTHON) benchmarks/batches.py --seeds 0 1 --shift-sd 2.0 --name batches_strong
 	$(PYTHON) benchmarks/scale.py --sizes snare 10000x50000 50000x150000:reps 100000x200000:reps
 	$(PYTHON) benchmarks/scale.py --name scale_peaks \
 		--sizes 5000x25000:reps 5000x50000:reps 5000x100000:reps 5000x200000:reps

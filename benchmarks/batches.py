@@ -1,0 +1,184 @@
+"""Several samples: does ``batch_key`` mix batches without losing cell types, and do query
+cells mapped with ``map_query`` land next to their own type? Writes
+benchmarks/results/batches.json and batches.md.
+
+Data: ``simulate`` with 4 batches that differ in depth (log-normal sd 0.3 per modality) and
+in the log rates of a random 20% of genes and of peaks (shifts of sd ``--shift-sd``): strong
+enough that, fitted without a batch covariate, neighbouring cells come from one batch.
+
+1. Integration, all batches in one fit, with and without ``batch_key`` (and with
+   ``encode_batch``): k-means ARI of the cell types, batch ASW and iLISI (scIB's
+   definitions, ``factvae.outputs.scores.batch_mixing_scores``) on the joint latent.
+2. Mapping: a reference fitted on batches 1-2, the query (batches 3-4) mapped with
+   ``map_query``; the accuracy of a 15-nearest-neighbour classifier trained on the
+   reference's latent and cell types, predicting the query cells' types. Also the same for a
+   model without a batch covariate (query embedded by ``get_latent(rna=, atac=)``), and the
+   iLISI of reference and query cells together.
+
+    .venv/bin/python benchmarks/batches.py --seeds 0 1 2   # about 40 minutes on 2 cores
+    .venv/bin/python benchmarks/batches.py --seeds 0 1 --shift-sd 2.0 --name batches_strong
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REFERENCE_BATCHES = ("batch1", "batch2")
+NEIGHBOURS = 15
+VARIANTS = {
+    "no batch covariate": {},
+    "batch_key": {"batch_key": "batch"},
+    "batch_key + encode_batch": {"batch_key": "batch", "encode_batch": True},
+    "batch_key + encode_batch, KL weights x5": {
+        "batch_key": "batch", "encode_batch": True, "rna_kl_weight": 0.5, "atac_kl_weight": 0.15,
+    },
+}  # fmt: skip
+
+
+def simulated(args: argparse.Namespace, seed: int):
+    from factvae.data.simulate import simulate
+
+    return simulate(
+        n_cells=args.cells, n_genes=args.genes, n_peaks=args.peaks, n_batches=args.batches,
+        batch_depth_sd=0.3, batch_shift_sd=args.shift_sd, seed=seed,
+    )  # fmt: skip
+
+
+def integration(sim, seed: int, settings: dict) -> dict:
+    """One fit on every batch; its cell-type and batch-mixing scores."""
+    import factvae
+    from factvae.outputs.scores import batch_mixing_scores, clustering_scores
+
+    start = time.perf_counter()
+    model = factvae.FactVAE(sim.rna, sim.atac, gene_annotation=sim.genes, **settings)
+    model.fit(seed=seed, progress=False)
+    seconds = time.perf_counter() - start
+    latent = model.get_latent()
+    types, batches = sim.rna.obs["cell_type"], sim.rna.obs["batch"]
+    return {
+        "ari": clustering_scores(latent, types, seed)["ari"],
+        **batch_mixing_scores(latent, batches, types),
+        "fit_s": seconds,
+        "epochs": len(model.history),
+    }
+
+
+def mapping(sim, seed: int, settings: dict) -> dict:
+    """Reference on REFERENCE_BATCHES, query on the rest: kNN label transfer accuracy."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    import factvae
+    from factvae.outputs.scores import batch_mixing_scores
+
+    in_reference = sim.rna.obs["batch"].isin(REFERENCE_BATCHES).to_numpy()
+    reference_rna, reference_atac = sim.rna[in_reference].copy(), sim.atac[in_reference].copy()
+    query_rna, query_atac = sim.rna[~in_reference].copy(), sim.atac[~in_reference].copy()
+    start = time.perf_counter()
+    model = factvae.FactVAE(reference_rna, reference_atac, gene_annotation=sim.genes, **settings)
+    model.fit(seed=seed, progress=False)
+    fitted = time.perf_counter()
+    if settings.get("batch_key"):
+        query = model.map_query(query_rna, query_atac, seed=seed, progress=False)
+        query_latent = query.get_latent()
+    else:
+        query_latent = model.get_latent(rna=query_rna, atac=query_atac)
+    mapped = time.perf_counter()
+    reference_latent = model.get_latent()
+    classifier = KNeighborsClassifier(NEIGHBOURS).fit(
+        reference_latent, reference_rna.obs["cell_type"].astype(str)
+    )
+    predicted = classifier.predict(query_latent)
+    truth = query_rna.obs["cell_type"].astype(str).to_numpy()
+    together = np.vstack([reference_latent, query_latent])
+    origin = np.repeat(["reference", "query"], [len(reference_latent), len(query_latent)])
+    labels = np.concatenate([reference_rna.obs["cell_type"].astype(str), truth])
+    return {
+        "accuracy": float(np.mean(predicted == truth)),
+        "reference_query_ilisi": batch_mixing_scores(together, origin, labels)["ilisi"],
+        "reference_fit_s": fitted - start,
+        "map_s": mapped - fitted,
+    }
+
+
+def median(rows: list[dict], key: str) -> float:
+    return statistics.median(row[key] for row in rows)
+
+
+def summarise(result: dict) -> str:
+    seeds = result["seeds"]
+    lines = [
+        f"{result['cells']} simulated cells, {result['genes']} genes, {result['peaks']} peaks, "
+        f"{result['batches']} batches (feature shifts sd {result['shift_sd']}); median over "
+        f"seeds {', '.join(map(str, seeds))}.",
+        "",
+        f"| fit | cell-type ARI | batch ASW | iLISI (1-{result['batches']}) | fit (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, rows in result["integration"].items():
+        lines.append(
+            f"| {name} | {median(rows, 'ari'):.3f} | {median(rows, 'batch_asw'):.3f} | "
+            f"{median(rows, 'ilisi'):.2f} | {median(rows, 'fit_s'):.0f} |"
+        )
+    lines += [
+        "",
+        f"Query cells of {result['batches'] - len(REFERENCE_BATCHES)} unseen batches placed in "
+        f"a reference fitted on {len(REFERENCE_BATCHES)}: accuracy of {NEIGHBOURS}-NN label "
+        "transfer from the reference's cells, and iLISI of reference and query cells together "
+        "(1-2).",
+        "",
+        "| reference model | query embedded by | label transfer accuracy | reference-query "
+        "iLISI | map (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, rows in result["mapping"].items():
+        how = "map_query" if name != "no batch covariate" else "get_latent(rna=, atac=)"
+        lines.append(
+            f"| {name} | {how} | {median(rows, 'accuracy'):.3f} | "
+            f"{median(rows, 'reference_query_ilisi'):.2f} | {median(rows, 'map_s'):.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cells", type=int, default=3000)
+    parser.add_argument("--genes", type=int, default=1000)
+    parser.add_argument("--peaks", type=int, default=10000)
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--shift-sd", type=float, default=1.5)
+    parser.add_argument("--name", default="batches")
+    args = parser.parse_args()
+
+    result: dict = {
+        "seeds": args.seeds, "cells": args.cells, "genes": args.genes, "peaks": args.peaks,
+        "batches": args.batches, "shift_sd": args.shift_sd,
+        "integration": {name: [] for name in VARIANTS},
+        "mapping": {name: [] for name in VARIANTS},
+    }  # fmt: skip
+    for seed in args.seeds:
+        sim = simulated(args, seed)
+        for name, settings in VARIANTS.items():
+            row = integration(sim, seed, settings)
+            result["integration"][name].append({"seed": seed, **row})
+            print(f"seed {seed} integration {name}: {row}", flush=True)
+            row = mapping(sim, seed, settings)
+            result["mapping"][name].append({"seed": seed, **row})
+            print(f"seed {seed} mapping {name}: {row}", flush=True)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
+    table = summarise(result)
+    (out / f"{args.name}.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
