@@ -67,20 +67,19 @@ def _inverse_simpson(
 
     k = min(int(3 * perplexity), len(embedding) - 1)
     distances, neighbours = NearestNeighbors(n_neighbors=k).fit(embedding).kneighbors()
-    distances = distances**2  # each cell's k neighbours, itself left out
+    # each cell's k neighbours (itself left out), the nearest at 0 so its weight is 1: no underflow
+    shifted = distances**2 - distances[:, :1] ** 2
     target = np.log(perplexity)
     beta = np.ones(len(embedding))
     low = np.zeros(len(embedding))
     high = np.full(len(embedding), np.inf)
     for _ in range(50):
-        shifted = distances - distances[:, :1]  # the nearest at weight 1: no underflow
         weights = np.exp(-shifted * beta[:, None])
-        total = weights.sum(axis=1)
-        probs = weights / total[:, None]
+        probs = weights / weights.sum(axis=1)[:, None]
         entropy = -(probs * np.log(np.maximum(probs, 1e-300))).sum(axis=1)
-        too_flat = entropy > target  # widen less: raise beta
-        low = np.where(too_flat, beta, low)
-        high = np.where(too_flat, high, beta)
+        too_wide = entropy > target  # the kernel reaches too far: raise beta
+        low = np.where(too_wide, beta, low)
+        high = np.where(too_wide, high, beta)
         beta = np.where(np.isinf(high), beta * 2.0, (low + high) / 2.0)
     batch_probs = np.zeros((len(embedding), n_levels))
     rows = np.repeat(np.arange(len(embedding)), k)
