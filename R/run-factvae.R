@@ -32,10 +32,10 @@
 #' @param n.latent Latent dimensions per modality (the joint embedding has
 #'   twice as many).
 #' @param n.hvg Number of highly variable genes the model uses.
-#' @param atac.weight Weight of the ATAC reconstruction loss. The authors'
-#'   0.002 suits about 27,000 peaks; with far fewer peaks, raise it (for
-#'   example 0.2) when the links matter: otherwise the RNA and ATAC latent
-#'   frames stay rotated and distal peaks are not ranked.
+#' @param atac.weight Weight of the ATAC reconstruction loss. `NULL` (the
+#'   default): the authors' 0.002 up to their 27,399 peaks, and in proportion
+#'   to the peaks above that (0.0073 for 100,000 peaks), where 0.002 leaves
+#'   the peak embeddings under-fitted and distal links poorly ranked.
 #' @param likelihood Count likelihood: zero-inflated (`"zinb"`) or plain
 #'   (`"nb"`) negative binomial.
 #' @param batch Name of a column of the object's meta data (`object[[]]`)
@@ -138,7 +138,7 @@ RunFactVAE <- function(object, ...) {
 #' @rdname RunFactVAE
 #' @export
 RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", annotation = NULL,
-                              g2p = NULL, n.latent = 50, n.hvg = 2000, atac.weight = 0.002,
+                              g2p = NULL, n.latent = 50, n.hvg = 2000, atac.weight = NULL,
                               likelihood = c("zinb", "nb"), batch = NULL, rna.reduction = NULL,
                               atac.reduction = NULL, upstream = 2000, preset = "default",
                               max.epochs = NULL, early.stopping = NULL,
@@ -162,7 +162,7 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     stop("precision must be \"auto\", \"float32\" or \"bf16\".", call. = FALSE)
   }
   settings <- list(n.latent = .whole(n.latent, 1), n.hvg = .whole(n.hvg, 1),
-                   atac.weight = .positive_number(atac.weight),
+                   atac.weight = if (!is.null(atac.weight)) .positive_number(atac.weight),
                    likelihood = likelihood, preset = .one_string(preset),
                    max.epochs = if (!is.null(max.epochs)) .whole(max.epochs, 1),
                    early.stopping = if (!is.null(early.stopping)) .flag(early.stopping),

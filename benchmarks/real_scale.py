@@ -9,6 +9,7 @@ k-means (k = 14) on the joint embedding; next to it, the same scores for plain R
 PCA + LSI on the same cells. Writes benchmarks/results/real_scale.{json,md}.
 
     .venv/bin/python benchmarks/real_scale.py --seeds 0 1 2
+    .venv/bin/python benchmarks/real_scale.py --seeds 0 --peaks 100000 --name real_scale_100k
 """
 
 from __future__ import annotations
@@ -86,19 +87,19 @@ def baselines(sim) -> dict[str, dict[str, float]]:
     return {"rna_pca": clustering_scores(pca, labels), "pca_lsi": clustering_scores(both, labels)}
 
 
-def run_one(seed: int, fit_kwargs: dict) -> dict:
+def run_one(seed: int, fit_kwargs: dict, overrides: dict, settings: dict) -> dict:
     import torch
 
     import factvae
     from factvae.outputs.scores import clustering_scores
 
-    sim = factvae.simulate_preset(PRESET, seed=0)
+    sim = factvae.simulate_preset(PRESET, seed=0, **overrides)
     pairs = nearest_gene_pairs(sim)
     labels = sim.rna.obs["cell_type"].to_numpy()
     start = time.perf_counter()
-    model = factvae.FactVAE(sim.rna, sim.atac, g2p=pairs)
+    model = factvae.FactVAE(sim.rna, sim.atac, g2p=pairs, **settings)
     prepared = time.perf_counter()
-    result: dict = {"seed": seed, "threads": torch.get_num_threads(), **fit_kwargs}
+    result: dict = {"seed": seed, "threads": torch.get_num_threads(), **fit_kwargs, **settings}
     try:
         model.fit(seed=seed, progress=False, **fit_kwargs)
         result["finished"] = True
@@ -109,6 +110,7 @@ def run_one(seed: int, fit_kwargs: dict) -> dict:
         preprocess_s=prepared - start,
         fit_s=trained - prepared,
         epochs=len(model.history),
+        atac_recon_weight=model.training_summary.get("atac_recon_weight"),
         peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     )
     if model.is_trained:
@@ -165,24 +167,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fit", default="{}", help="extra fit() arguments as JSON")
+    parser.add_argument("--settings", default="{}", help="model settings as JSON")
+    parser.add_argument("--peaks", type=int, help="peaks to simulate (default: the preset's)")
     parser.add_argument("--name", default="real_scale")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one seed
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     fit_kwargs = json.loads(args.fit)
+    overrides = {} if args.peaks is None else {"n_peaks": args.peaks}
     if args.one is not None:
-        print(json.dumps(run_one(args.one, fit_kwargs)))
+        print(json.dumps(run_one(args.one, fit_kwargs, overrides, json.loads(args.settings))))
         return
     import factvae
     from factvae.data.simulate import count_statistics
 
-    sim = factvae.simulate_preset(PRESET, seed=0)
+    sim = factvae.simulate_preset(PRESET, seed=0, **overrides)
     stats = count_statistics(sim)
     base = baselines(sim)
     print(json.dumps({"statistics": stats, "baselines": base}), flush=True)
     rows = []
     for seed in args.seeds:
-        child = [sys.executable, __file__, "--one", str(seed), "--fit", args.fit]
+        peaks = ["--peaks", str(args.peaks)] if args.peaks else []
+        child = [sys.executable, __file__, "--one", str(seed), "--fit", args.fit,
+                 "--settings", args.settings, *peaks]  # fmt: skip
         output = subprocess.run(child, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)

@@ -320,7 +320,7 @@ class FactVAE:
         self.network = FactVAENetwork(self.architecture, self.g2p.indices())
         trainer = Trainer(
             self.network,
-            settings.loss_weights(),
+            settings.loss_weights(len(self.peaks)),
             settings.optimiser(schedule.max_epochs),
             self.device,
             precision=precision,
@@ -424,6 +424,7 @@ class FactVAE:
         self.training_summary = {
             "epochs": trainer.epoch,
             "max_epochs": schedule.max_epochs,
+            "atac_recon_weight": trainer.weights.atac_recon,
             "stopped_early": bool(stopper is not None and stopper.stopped),
             "best_epoch": stopper.best_epoch if stopper and schedule.early_stopping else None,
             "validation_cells": len(schedule.validation_cells),
@@ -663,7 +664,7 @@ class FactVAE:
         try:
             trainer = Trainer(
                 mapped.network,
-                settings.loss_weights(),
+                settings.loss_weights(len(mapped.peaks)),
                 settings.optimiser(schedule.max_epochs),
                 mapped.device,
                 precision=precision,

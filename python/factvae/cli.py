@@ -30,7 +30,7 @@ from factvae.data.readers import read_10x_multiome, read_g2p, read_pair
 from factvae.errors import FactVAEInputError, TrainingDivergedError
 from factvae.outputs.links import LINK_SCORES
 from factvae.outputs.scores import clustering_scores
-from factvae.settings import MODEL_DEFAULTS, PRESETS, RUN_DEFAULTS
+from factvae.settings import ATAC_WEIGHT, ATAC_WEIGHT_PEAKS, MODEL_DEFAULTS, PRESETS, RUN_DEFAULTS
 from factvae.train.checkpoints import CHECKPOINT_FILE
 from factvae.train.devices import PRECISIONS
 from factvae.train.distributed import current_group
@@ -107,7 +107,7 @@ class FitOptions:
     batch_size: int = RUN_DEFAULTS.batch_size
     latent: int = MODEL_DEFAULTS.n_latent
     hvg: int = MODEL_DEFAULTS.n_hvg
-    atac_weight: float = MODEL_DEFAULTS.atac_recon_weight
+    atac_weight: float | None = MODEL_DEFAULTS.atac_recon_weight
     device: str = RUN_DEFAULTS.device
     precision: str = RUN_DEFAULTS.precision
     seed: int = RUN_DEFAULTS.seed
@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_training_options(
-    parser: argparse.ArgumentParser, epochs: int | None, atac_weight: float
+    parser: argparse.ArgumentParser, epochs: int | None, atac_weight: float | None
 ) -> None:
     parser.add_argument(
         "--max-epochs",
@@ -397,8 +397,12 @@ def _add_training_options(
         type=_positive_float,
         default=atac_weight,
         metavar="W",
-        help="weight of the ATAC reconstruction loss (the authors' 0.002 suits ~27k peaks; "
-        "raise it when links matter and there are fewer peaks) (default: %(default)s)",
+        help="weight of the ATAC reconstruction loss (default: %s)"
+        % (
+            f"the authors' {ATAC_WEIGHT} up to {ATAC_WEIGHT_PEAKS:,} peaks, in proportion above"
+            if atac_weight is None
+            else "%(default)s"
+        ),
     )
     parser.add_argument(
         "--hvg",

@@ -185,7 +185,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(sim) -> None:
     best = int(np.argmin(validation)) + 1
     assert summary["best_epoch"] == best == summary["epochs"] - 3
     # the network holds the best epoch's weights: its validation loss is the best one again
-    trainer = training.Trainer(model.network, model.settings.loss_weights(),
+    trainer = training.Trainer(model.network, model.settings.loss_weights(len(model.peaks)),
                                model.settings.optimiser(), torch.device("cpu"), "auto")  # fmt: skip
     cells = model.obs_names.get_indexer(model.validation_cells)
     again = trainer.validation_loss(model._data, cells, 64)
@@ -204,6 +204,34 @@ def test_default_epochs_shrink_as_cells_grow() -> None:
     assert auto_patience(200) == 20 and auto_patience(54) == 5
 
 
+def test_default_atac_weight_is_the_authors_up_to_their_peaks_and_in_proportion_above() -> None:
+    from factvae.settings import ModelSettings, auto_atac_recon_weight
+
+    assert auto_atac_recon_weight(5_000) == auto_atac_recon_weight(27_399) == 0.002
+    assert auto_atac_recon_weight(100_000) == pytest.approx(0.0073, abs=1e-5)
+    default = ModelSettings.from_kwargs({})
+    assert default.atac_recon_weight is None
+    assert default.loss_weights(200_000).atac_recon == pytest.approx(0.002 * 200_000 / 27_399)
+    assert (
+        ModelSettings.from_kwargs({"atac_recon_weight": 0.05}).loss_weights(200_000).atac_recon
+        == 0.05
+    )
+    # the paper preset keeps the authors' 0.002 at any size, also when None is passed (R does)
+    paper = ModelSettings.from_kwargs({"atac_recon_weight": None}, preset="paper")
+    assert paper.loss_weights(200_000).atac_recon == 0.002
+
+
+def test_the_fit_trains_with_the_weight_for_its_own_peaks(sim, monkeypatch) -> None:
+    from factvae import settings
+
+    monkeypatch.setattr(settings, "ATAC_WEIGHT_PEAKS", 500)  # as if sim's peaks were 4x the anchor
+    model = _model(sim)
+    model.fit(max_epochs=1, batch_size=64, progress=False, seed=0)
+    expected = 0.002 * len(model.peaks) / 500
+    assert model.training_summary["atac_recon_weight"] == pytest.approx(expected)
+    assert model.settings.atac_recon_weight is None  # the setting stays "scaled", not the number
+
+
 def test_default_learning_rate_decays_to_where_the_papers_ends() -> None:
     from factvae.settings import FINAL_LR_FRACTION, ModelSettings
 
@@ -215,14 +243,17 @@ def test_default_learning_rate_decays_to_where_the_papers_ends() -> None:
 
 
 def test_paper_preset_reproduces_the_seeded_result_of_before(sim) -> None:
-    """The authors' schedule and inputs (``preset="paper"``) give, bit for bit, the latent
-    that the code before bounded inputs, validation and early stopping gave (saved then)."""
+    """The authors' schedule and inputs (``preset="paper"``) give the latent that the code
+    before bounded inputs, validation and early stopping gave (saved then). Bit for bit on one
+    CPU; across CPUs the BLAS kernels round differently (6e-6 measured between an AVX2 and an
+    AVX-512 machine), so the tolerance is float32 rounding, far below what a change of schedule
+    or inputs moves (order 0.1)."""
     model = _model(sim, preset="paper")
     model.fit(max_epochs=15, batch_size=64, progress=False, seed=0, precision="float32")
     assert model.training_summary["validation_cells"] == 0
     assert len(model.history) == 15
     expected = np.load(FIXTURES / "paper_preset_latent_float32.npy")
-    np.testing.assert_array_equal(model.get_latent(), expected)
+    np.testing.assert_allclose(model.get_latent(), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_bounded_inputs_are_within_their_documented_bound(sim) -> None:
