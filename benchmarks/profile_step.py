@@ -32,7 +32,7 @@ def main() -> None:
 
     rna, atac, genes = load_snare()
     model = factvae.FactVAE(rna, atac, gene_annotation=genes)
-    trainer = Trainer(model.network, model.settings.loss_weights(),
+    trainer = Trainer(model.network, model.settings.loss_weights(len(model.peaks)),
                       model.settings.optimiser(), torch.device("cpu"), args.precision)  # fmt: skip
     rng = np.random.default_rng(0)
     batches = [make_batch(model._data, index, torch.device("cpu"))

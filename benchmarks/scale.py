@@ -145,7 +145,7 @@ def run_size(size: str, steps: int, seed: int, precision: str) -> dict:
                 for k in ("rna_rep", "atac_rep")}  # fmt: skip
     model = factvae.FactVAE(rna, atac, gene_annotation=genes, **reps)
     prepared = time.perf_counter()
-    trainer = Trainer(model.network, model.settings.loss_weights(),
+    trainer = Trainer(model.network, model.settings.loss_weights(len(model.peaks)),
                       model.settings.optimiser(), torch.device("cpu"), precision)  # fmt: skip
     n_cells, n_peaks = atac.shape
     batches = minibatches(n_cells, BATCH, np.random.default_rng(seed))

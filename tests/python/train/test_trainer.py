@@ -156,7 +156,7 @@ def test_gradient_clipping_bounds_the_joint_gradient_and_bad_updates_are_skipped
     model = _model(sim, grad_clip=0.5)
     trainer = Trainer(
         FactVAENetwork(model.architecture, (np.array([0]), np.array([0]))),
-        model.settings.loss_weights(),
+        model.settings.loss_weights(len(model.peaks)),
         model.settings.optimiser(),
         torch.device("cpu"),
     )
