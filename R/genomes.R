@@ -41,35 +41,11 @@
   genomes
 }
 
-# With no genome named anywhere, a build mismatch shows in the data: ATAC peaks gather at TSSs
-# (in real data several times the rate 100-200 kb away), while the TSSs of genes from another
-# build hit peaks hardly more often than anywhere else. Measured on snare_hcellline's peaks: 14.5x
-# with the build they were called on, 1.7x with the other; FactVAE's simulations: 2.3-2.9x.
-.check_tss_hits <- function(table, peaks, genes, window = 1000, ratio = 2, min.genes = 200) {
-  table <- table[table$gene_name %in% genes &
-                   table$chrom %in% as.character(seqnames(peaks)), , drop = FALSE]
-  if (nrow(table) < min.genes) return(invisible(NA_real_))
-  tss <- ifelse(table$strand == "-", table$end, table$start)
-  chroms <- union(table$chrom, as.character(seqnames(peaks)))
-  targets <- GRanges(factor(as.character(seqnames(peaks)), chroms),
-                     IRanges(start(peaks), end(peaks)))
-  rate <- function(shift) {
-    centre <- pmax(tss + shift, window + 1)
-    mean(IRanges::overlapsAny(GRanges(factor(table$chrom, chroms),
-                                      IRanges(centre - window, centre + window)),
-                              targets, ignore.strand = TRUE))
-  }
-  at <- rate(0)
-  away <- mean(vapply(c(-2e5, -1e5, 1e5, 2e5), rate, numeric(1)))
-  if (away > 0 && at < ratio * away) {
-    warning(sprintf(paste0(
-      "The annotation's genes hit peaks far less often than usual: %.1f%% of the %d annotated ",
-      "RNA genes have a peak within %d bp of their TSS, %.1fx the rate 100-200 kb away ",
-      "(%.1f%%), where ATAC peaks usually gather at TSSs several times more. The annotation is ",
-      "probably of another genome build than the peaks (e.g. hg19 vs hg38). Use an annotation ",
-      "of the peaks' build; give both a genome (GenomeInfoDb::genome(), or a ChromatinAssay's ",
-      "seqinfo) to have RunFactVAE check it."),
-      100 * at, nrow(table), window, at / away, 100 * away), call. = FALSE)
-  }
-  invisible(at / away)
+# With matching builds ATAC peaks gather at TSSs; the annotated RNA genes' TSSs hitting peaks
+# hardly more often than 100-200 kb away is the sign of another build. The rule and its one-line
+# warning are the Python core's (factvae.data.builds), so R, Python and the CLI give one answer;
+# it warns through .py_call. Returns the rates (at_tss, away, n_genes, ratio, warned).
+.check_build <- function(table, peaks, genes) {
+  invisible(.py_call(.factvae_core()$bridge$check_genome_build(
+    .gene_frame(table), .peak_var(peaks), as.list(genes))))
 }

@@ -337,11 +337,9 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
 # The prior as (gene, peak) pairs among the assays' features, and the genes' coordinates.
 .prior <- function(object, atac.assay, annotation, g2p, genes, peaks, upstream) {
   annotation <- annotation %||% .signac_annotation(object[[atac.assay]])
-  genomes <- .check_genomes(object[[atac.assay]], atac.assay, annotation)
+  .check_genomes(object[[atac.assay]], atac.assay, annotation)
   table <- if (!is.null(annotation)) .gene_table(annotation, peaks)
-  if (!is.null(table) && is.null(g2p) && length(genomes) == 0) {
-    .check_tss_hits(table, peaks, genes)
-  }
+  if (!is.null(table)) .check_build(table, peaks, genes)
   if (is.null(g2p)) {
     if (is.null(table)) {
       stop("RunFactVAE needs the genes' coordinates to build the gene-to-peak prior: give ",
@@ -407,7 +405,8 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     n_latent = settings$n.latent,
     n_hvg = settings$n.hvg, atac_recon_weight = settings$atac.weight,
     rna_rep = reps$rna, atac_rep = reps$atac, batch_key = names(obs),
-    likelihood = settings$likelihood, preset = settings$preset))
+    likelihood = settings$likelihood, preset = settings$preset,
+    check_build = FALSE))  # .prior has checked the build
   .py_call(fit$fit(max_epochs = settings$max.epochs, batch_size = settings$batch.size,
                    device = settings$device, seed = settings$seed, progress = verbose,
                    precision = settings$precision, early_stopping = settings$early.stopping,

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from factvae import __version__
+from factvae.data.builds import warn_if_other_build
 from factvae.data.counts import InMemoryRows, RowSource
 from factvae.data.genomics import (
     AnnotationLike,
@@ -92,6 +93,11 @@ class FactVAE:
     ``encode_batch=True`` gives the encoders the batch too. New cells (raw counts) are
     embedded without training by ``get_latent(rna=, atac=)``; new batches are learnt, with
     everything else frozen, by :meth:`map_query`.
+
+    With ``gene_annotation``, the annotated RNA genes' TSSs are checked against the peaks: a
+    one-line warning when they hit peaks hardly more often than 100-200 kb away, the sign of a
+    genome build mismatch (:mod:`factvae.data.builds`). ``check_build=False`` skips it, for a
+    caller that has checked already (R's ``RunFactVAE``).
     """
 
     def __init__(
@@ -104,6 +110,7 @@ class FactVAE:
         rna_rep: Any = None,
         atac_rep: Any = None,
         preset: str = "default",
+        check_build: bool = True,
         **settings: Any,
     ) -> None:
         self.settings = ModelSettings.from_kwargs(settings, preset)
@@ -135,6 +142,9 @@ class FactVAE:
         self.settings.check_against_data(n_cells)
 
         self.gene_coords_all = self._annotation(gene_annotation)
+        if check_build and self.gene_coords_all is not None:
+            annotated = self.gene_coords_all[self.gene_coords_all.index.isin(all_genes)]
+            warn_if_other_build(annotated, peak_coords_all, stacklevel=2)
         gene_index = self._select_genes(rna_counts, genes_kept)
         self.genes = genes_kept[gene_index]
         self.gene_coords = (

@@ -257,3 +257,28 @@ def gene_to_peak_pairs(genes: dict, peaks: dict, upstream) -> dict:
     rows = pd.Index(gene_frame["gene_name"]).get_indexer(prior.genes[coo.row])
     order = np.lexsort((coo.col, rows))
     return {"gene": rows[order].astype(np.int32), "peak": coo.col[order].astype(np.int32)}
+
+
+def check_genome_build(genes: dict, peaks: dict, rna_genes) -> dict:
+    """``warn_if_other_build`` on R's gene table (0-based, on the peaks' chromosome names) and
+    peaks (chrom, start, end), over the annotated genes among ``rna_genes``: R warns through the
+    Python rule, so both languages give one answer. Returns the rates."""
+    from factvae.data.builds import warn_if_other_build
+
+    frame = _gene_frame(genes)
+    frame = frame[frame["gene_name"].isin(set(_strings(rna_genes)))]
+    peak_frame = pd.DataFrame(
+        {
+            "chrom": _strings(peaks["chrom"]),
+            "start": _numbers(peaks["start"]).astype(np.int64),
+            "end": _numbers(peaks["end"]).astype(np.int64),
+        }
+    )
+    rates = warn_if_other_build(frame, peak_frame)
+    return {
+        "at_tss": rates.at_tss,
+        "away": rates.away,
+        "n_genes": rates.n_genes,
+        "ratio": rates.ratio,
+        "warned": rates.looks_like_another_build,
+    }

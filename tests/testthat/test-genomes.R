@@ -25,14 +25,17 @@ test_that("an annotation whose TSSs miss the peaks gets a warning naming the gen
   skip_if_no_core()  # .gene_table tidies the annotation with the Python core's rule
   fixture <- tss_fixture()
   table <- .gene_table(fixture$genes, fixture$peaks)
-  expect_silent(ratio <- .check_tss_hits(table, fixture$peaks, fixture$names))
-  expect_gt(ratio, 5)
+  expect_silent(rates <- .check_build(table, fixture$peaks, fixture$names))
+  expect_gt(rates$ratio, 5)
+  expect_false(rates$warned)
   shifted <- GenomicRanges::shift(fixture$genes, 3e5 + 7919)
-  expect_warning(.check_tss_hits(.gene_table(shifted, fixture$peaks), fixture$peaks,
-                                 fixture$names),
-                 "genes hit peaks far less often than usual.*another genome build")
+  expect_warning(.check_build(.gene_table(shifted, fixture$peaks), fixture$peaks, fixture$names),
+                 "looks like another genome build.*genome build mismatch")
   # Too few genes to judge: no warning.
-  expect_silent(.check_tss_hits(table[1:50, ], fixture$peaks, fixture$names))
+  expect_silent(.check_build(table[1:50, ], fixture$peaks, fixture$names))
+  # Only the annotated RNA genes count: the same table with half its genes not in the RNA assay.
+  half <- .check_build(table, fixture$peaks, fixture$names[1:150])
+  expect_identical(half$n_genes, 150L)
 })
 
 test_that("RunFactVAE warns before training when the prior looks like another build's", {

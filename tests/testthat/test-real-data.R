@@ -11,9 +11,47 @@ test_that("ReadMultiome builds the RNA and ATAC assays, cell types and annotatio
   # to it the Signac way, chrom-(start + 1)-end
   expect_identical(rownames(object[["ATAC"]])[1], "chr2-148881655-148881927")
   annotation <- SeuratObject::Misc(object, "annotation")
-  expect_length(annotation, 17541)
-  # genes.bed's 0-based start becomes the 1-based GRanges start.
-  expect_identical(GenomicRanges::start(annotation)[annotation$gene_name == "A2M"], 9220260L)
+  expect_length(annotation, 18214)  # genes.bed: the hg38 genes with a coordinate
+  # genes.bed's 0-based start becomes the 1-based GRanges start (A2M at chr12:9067663 in hg38).
+  expect_identical(GenomicRanges::start(annotation)[annotation$gene_name == "A2M"], 9067664L)
+})
+
+# The shared hg38 GENCODE table's neighbour, the hg19 one: genes of the other build.
+hg19_annotation <- function() {
+  file <- file.path(real_data_dir(), "..", "annotations", "gene_annotation_hg19_gencode.bed.gz")
+  skip_if_not(file.exists(file), paste("the hg19 annotation is not at", file))
+  genes <- utils::read.table(gzfile(file), sep = "\t", quote = "", comment.char = "",
+                             colClasses = c("character", "numeric", "numeric", "character",
+                                            "character", "character"))
+  # named as ReadMultiome names the RNA features (Seurat turns "_" into "-")
+  .bed_genes(genes[[1]], genes[[2]], genes[[3]], gsub("_", "-", genes[[4]], fixed = TRUE),
+             genes[[5]])
+}
+
+test_that("the build check passes genes.bed (hg38) and flags the hg19 genes, naming both rates", {
+  skip_if_no_core()
+  skip_if_no_real_data()
+  object <- real_object()
+  genes <- rownames(object[["RNA"]])
+  peaks <- PeakRanges(rownames(object[["ATAC"]]))
+  # No suppressWarnings: RunFactVAE's own prior step, with the annotation ReadMultiome read.
+  expect_no_warning(prior <- .prior(object, "ATAC", SeuratObject::Misc(object, "annotation"),
+                                    NULL, genes, peaks, 2000))
+  expect_gt(nrow(prior$pairs), 10000)
+  expect_warning(.prior(object, "ATAC", hg19_annotation(), NULL, genes, peaks, 2000),
+                 paste0("another genome build than the peaks: 7\\.3% of 17,524 annotated genes ",
+                        "have a peak within 1,000 bp of their TSS against 4\\.3% 100-200 kb ",
+                        "away \\(1\\.7x.*genome build mismatch"))
+  rates <- .check_build(.gene_table(SeuratObject::Misc(object, "annotation"), peaks), peaks, genes)
+  expect_gt(rates$ratio, 10)
+})
+
+test_that("a real-data RunFactVAE gives no genome build warning", {
+  skip_unless_full_tests()
+  skip_if_no_core()
+  skip_if_no_real_data()
+  real_fit()
+  expect_false(any(grepl("genome build", fixtures$real.warnings)))
 })
 
 test_that("on real data the joint embedding separates the cell lines (ARI >= 0.85)", {

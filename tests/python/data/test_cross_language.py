@@ -18,12 +18,15 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from factvae import FactVAEInputError, gene_to_peak
+from factvae.data.builds import warn_if_other_build
 from factvae.data.genomics import harmonise_chromosome_names, parse_peak_names
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -182,7 +185,47 @@ for (upstream in as.numeric(read("upstreams.tsv")$upstream)) {
   write(data.frame(gene = rownames(g2p)), sprintf("r_genes_%d.tsv", as.integer(upstream)))
 }
 write(do.call(rbind, pairs), "r_pairs.tsv")
+
+build <- read("build_genes.tsv")
+build.peaks <- PeakRanges(read("build_peaks.tsv")$name)
+checks <- lapply(split(build, build$case), function(case) {
+  annotation <- GenomicRanges::GRanges(
+    case$chrom, IRanges::IRanges(as.numeric(case$start) + 1, as.numeric(case$end)),
+    strand = case$strand, gene_name = case$gene_name)
+  said <- character()
+  rates <- withCallingHandlers(
+    factvae:::.check_build(factvae:::.gene_table(annotation, build.peaks), build.peaks,
+                           case$gene_name),
+    warning = function(w) {
+      said <<- c(said, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    })
+  data.frame(case = case$case[1], at_tss = sprintf("%.17g", rates$at_tss),
+             away = sprintf("%.17g", rates$away), n_genes = rates$n_genes,
+             warnings = length(said), message = if (length(said)) said[1] else "")
+})
+write(do.call(rbind, checks), "r_build.tsv")
 """
+
+
+# The genome build check: 300 genes on a 30 Mb chromosome, every other one with a peak on its
+# TSS, 600 peaks elsewhere; case "moved" shifts every gene 250 kb, off its peaks.
+_rng = np.random.default_rng(7)
+_TSS = np.sort(_rng.choice(np.arange(500_000, 30_000_000, 40_000), 300, replace=False))
+_PEAK_STARTS = np.concatenate([_TSS[::2] - 150, _rng.integers(500_000, 30_000_000, 600)])
+BUILD_PEAKS = [f"chr7-{s + 1}-{s + 300}" for s in _PEAK_STARTS]
+
+
+def _build_cases() -> pd.DataFrame:
+    strand = np.where(np.arange(300) % 3 == 0, "-", "+")
+    # a minus-strand gene's TSS is its last base: its span ends at the TSS
+    start = np.where(strand == "-", _TSS - 15_000 + 1, _TSS)
+    genes = pd.DataFrame(
+        {"chrom": "chr7", "start": start, "end": start + 15_000, "strand": strand,
+         "gene_name": [f"B{i:03d}" for i in range(300)]}
+    )  # fmt: skip
+    moved = genes.assign(start=genes["start"] + 250_000, end=genes["end"] + 250_000)
+    return pd.concat([genes.assign(case="matched"), moved.assign(case="moved")])
 
 
 def _fail(what: str, detail: str = "") -> None:
@@ -236,6 +279,8 @@ def r_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     GENES.to_csv(work / "genes.tsv", sep="\t", index=False)
     pd.DataFrame({"name": PEAKS}).to_csv(work / "peaks.tsv", sep="\t", index=False)
     pd.DataFrame({"upstream": UPSTREAMS}).to_csv(work / "upstreams.tsv", sep="\t", index=False)
+    _build_cases().to_csv(work / "build_genes.tsv", sep="\t", index=False)
+    pd.DataFrame({"name": BUILD_PEAKS}).to_csv(work / "build_peaks.tsv", sep="\t", index=False)
     script = work / "cross_language.R"
     script.write_text(R_SCRIPT)
     run = subprocess.run(
@@ -299,3 +344,22 @@ def test_gene_to_peak_pairs_are_identical(r_results: Path) -> None:
         genes = _read(r_results, f"r_genes_{upstream}.tsv")["gene"].tolist()
         assert genes == list(prior.genes)
         assert genes == ["PLUS", "MINUS", "NOSTRAND", "DUP", "TXG", "MITO", "XG"]
+
+
+def test_the_genome_build_check_gives_one_answer(r_results: Path) -> None:
+    """R's RunFactVAE warns through the Python rule: the same rates and the same one line."""
+    r = _read(r_results, "r_build.tsv").set_index("case")
+    peaks = parse_peak_names(BUILD_PEAKS)
+    cases = _build_cases()
+    for case, should_warn in (("matched", False), ("moved", True)):
+        genes = cases[cases["case"] == case].set_index("gene_name")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rates = warn_if_other_build(genes, peaks)
+        assert rates.looks_like_another_build == should_warn, case
+        assert float(r.loc[case, "at_tss"]) == rates.at_tss, case
+        assert float(r.loc[case, "away"]) == rates.away, case
+        assert int(r.loc[case, "n_genes"]) == rates.n_genes == 300, case
+        assert int(r.loc[case, "warnings"]) == len(caught) == int(should_warn), case
+        if should_warn:
+            assert r.loc[case, "message"] == str(caught[0].message) == rates.message()
