@@ -51,6 +51,7 @@ bench: setup
 	$(PYTHON) benchmarks/likelihood.py
 	$(PYTHON) benchmarks/links.py
 	$(PYTHON) benchmarks/links_quality.py --seeds 0 1 2
+	$(PYTHON) benchmarks/links_crispri.py
 	$(PYTHON) benchmarks/batches.py --seeds 0 1 2
 	$(PYTHON) benchmarks/batches.py --seeds 0 1 --shift-sd 2.0 --name batches_strong
 	$(PYTHON) benchmarks/scale.py --sizes snare 10000x50000 50000x150000:reps 100000x200000:reps

@@ -127,9 +127,14 @@
   info
 }
 
-# Links as Signac stores them: a GRanges from the gene's TSS to the peak's centre.
-.links <- function(core, fit, peaks, window, score, pvalue, seed) {
-  found <- .py_call(core$bridge$infer_links(fit, window = window, seed = seed, score = score))
+# Links as Signac stores them: a GRanges from the gene's TSS to the peak's centre. `rna` (the
+# cells' RNA AnnData) lets every detected gene be linked, `genes` only the chosen ones;
+# `annotation` (a gene frame) gives their coordinates, NULL the model's own.
+.links <- function(core, fit, peaks, window, score, pvalue, seed, rna = NULL, genes = NULL,
+                   annotation = NULL) {
+  found <- .py_call(core$bridge$infer_links(fit, window = window, seed = seed, score = score,
+                                            rna = rna, genes = genes,
+                                            annotation = annotation))
   keep <- as.vector(found$pvalue) <= pvalue
   found <- lapply(found, function(column) as.vector(column)[keep])
   peak <- match(found$peak, names(peaks))
@@ -137,8 +142,12 @@
   centre <- (start(peaks)[peak] + end(peaks)[peak]) %/% 2
   links <- GRanges(seqnames(peaks)[peak], IRanges(pmin(tss, centre), pmax(tss, centre)),
                    score = found$score, gene = found$gene, peak = found$peak,
+                   covariation = found$covariation, activity = found$activity,
+                   contact = found$contact, abc = found$abc,
                    zscore = found$zscore, pvalue = found$pvalue, qvalue = found$qvalue,
-                   in_prior = as.logical(found$in_prior),
+                   zscore_cis = found$zscore_cis, pvalue_cis = found$pvalue_cis,
+                   qvalue_cis = found$qvalue_cis, distance = found$distance,
+                   in_prior = as.logical(found$in_prior), modelled = as.logical(found$modelled),
                    seqinfo = GenomeInfoDb::seqinfo(peaks))
   # Sorted by position, as Signac's LinkPeaks returns them.
   links[order(links)]
@@ -160,11 +169,27 @@
 #'
 #' The links [RunFactVAE()] found with `links = TRUE`, in Signac's format: a
 #' GRanges spanning each gene's TSS and the centre of the linked peak, with the
-#' columns `score` (see `link.score` in [RunFactVAE()]), `gene`, `peak`,
-#' `zscore` and `pvalue` (against candidate pairs outside the prior at a similar
-#' distance from the TSS, with similarly accessible peaks), `qvalue`
-#' (Benjamini-Hochberg) and `in_prior` (the pair is in the gene-to-peak prior
-#' the model was trained with, so its score says little beyond that input).
+#' columns
+#' * `score`: the ranking (see `link.score` in [RunFactVAE()]); by default the
+#'   peak's share of its gene's `contact` weighted by `(1 + covariation) / 2`;
+#' * `gene`, `peak`, `distance` (signed bases from the TSS, negative upstream);
+#' * `covariation`: the model's co-variation of the pair over cells (the
+#'   correlation of the gene's and the peak's decoder contributions; the
+#'   cosine with `link.score = "cosine"`), the statistic both tests use;
+#' * `activity` (share of cells where the peak is open), `contact` (power-law
+#'   contact of its distance, 1 within 5 kb) and `abc` (activity x contact as a
+#'   share of the gene's candidates): the Activity-by-Contact ingredients;
+#' * `zscore`, `pvalue`, `qvalue`: the co-variation against the same gene with
+#'   random peaks of matched accessibility on other chromosomes, as Signac's
+#'   `LinkPeaks()` tests it (`qvalue`: Benjamini-Hochberg over all candidates);
+#' * `zscore_cis`, `pvalue_cis`, `qvalue_cis`: the co-variation against
+#'   candidate pairs outside the prior at a similar distance from the TSS with
+#'   similarly accessible peaks, i.e. evidence beyond distance;
+#' * `in_prior` (the pair is in the gene-to-peak prior the model was trained
+#'   with, so its co-variation says little beyond that input) and `modelled`
+#'   (the gene is one of the model's genes; the others are linked through a
+#'   ridge regression of their expression on the RNA latent).
+#'
 #' Works with or without Signac; on a ChromatinAssay, `Signac::Links()` returns
 #' the same links.
 #'

@@ -104,6 +104,9 @@ install_factvae <- function(source = NULL, venv = NULL, python = "python3") {
     .core_missing(sprintf("Python %s has factvae %s without its R bridge (%s)",
                           python, version, .python_message(e)))
   })
+  # reticulate 1.28's Ctrl-C handler can crash the session (see install_interrupt_handler)
+  bridge$install_interrupt_handler()
+  bridge$import_training_modules()
   list(module = module, bridge = bridge, version = version, python = python)
 }
 
@@ -206,21 +209,49 @@ if sys.platform.startswith('linux') and hasattr(os, 'RTLD_DEEPBIND') and 'torch'
 
 # Runs Python code and turns a Python exception into an R error carrying its message: the
 # core's FactVAEInputError messages are written for users and are shown alone. The core's own
-# warnings become R warnings.
+# warnings become R warnings. Ctrl-C during the call becomes a `factvae_interrupt` error that
+# says where training stopped (reticulate hands R the interrupt, not Python's message).
 .py_call <- function(expr) {
   bridge <- .factvae_core()$bridge
   bridge$start_warning_capture()
   on.exit(for (message in unique(bridge$stop_warning_capture())) warning(message, call. = FALSE))
   reticulate::py_clear_last_error()
-  tryCatch(expr, error = function(e) {
+  tryCatch(expr, interrupt = function(e) {
+    .interrupted(bridge$take_interrupt_report())
+  }, error = function(e) {
     py <- reticulate::py_last_error()
     if (is.null(py)) stop(e)
     if (identical(py$type, "FactVAEInputError")) {
       stop(py$value, call. = FALSE)
     }
+    if (identical(py$type, "TrainingInterrupted")) {
+      .interrupted(bridge$take_interrupt_report())
+    }
+    if (.out_of_memory(py$type, py$value)) {
+      stop("factvae (Python) ran out of memory: ", py$type, ": ", py$value, "\nThe work ",
+           "needs more memory than this R session may use: free some, or use fewer cells, ",
+           "peaks or a smaller batch.size. The session and its objects are unchanged.",
+           call. = FALSE)
+    }
     stop("factvae (Python) failed: ", py$type, ": ", py$value,
          "\nreticulate::py_last_error() shows the Python traceback.", call. = FALSE)
   })
+}
+
+# Whether a Python error is a failed allocation: numpy's MemoryError, or the message of
+# PyTorch's CPU allocator, CUDA's or C++'s (which PyTorch raises as RuntimeError).
+.out_of_memory <- function(type, value) {
+  identical(type, "MemoryError") ||
+    grepl("can't allocate memory|Cannot allocate memory|out of memory|bad_alloc", value)
+}
+
+# An error that is also an interrupt, so handlers of either catch it. Functions return a new
+# object, so the one the user passed is as it was.
+.interrupted <- function(report) {
+  message <- paste0("Interrupted (Ctrl-C). ", if (!is.null(report)) paste0(report, " "),
+                    "Nothing was added to the object; it is unchanged.")
+  stop(structure(class = c("factvae_interrupt", "interrupt", "error", "condition"),
+                 list(message = message, call = NULL)))
 }
 
 .python_message <- function(e) {

@@ -104,16 +104,23 @@
 #'   `Links()`, and as those of the augmented assay when it is one.
 #' @param link.window Largest distance, in bases, between a gene's TSS and a
 #'   linked peak.
-#' @param link.score How links are scored: `"correlation"` (the default), the
+#' @param link.score How links are ranked: `"combined"` (the default), the
+#'   peak's power-law contact with the TSS as a share of its gene's candidates
+#'   (as the Activity-by-Contact model without Hi-C), weighted by the model's
+#'   co-variation of the pair; `"abc"`, the peak's accessibility times that
+#'   contact, as a share; `"correlation"`, the co-variation alone: the
 #'   correlation over cells of the gene's and the peak's contributions to the
 #'   model's decoders, which does not depend on how the RNA and ATAC latent
 #'   spaces are rotated against each other; or `"cosine"`, the paper's cosine
 #'   of the gene and peak embeddings, which is highest for the prior's own pairs
 #'   by construction.
-#' @param link.pvalue Keep links with a p-value up to this. Each link is tested
-#'   against candidate pairs outside the prior at a similar distance from the
-#'   TSS and with similarly accessible peaks; `in_prior` marks the prior's own
-#'   pairs.
+#' @param link.pvalue Keep links with a `pvalue` up to this: the pair's
+#'   co-variation against the same gene with peaks of matched accessibility on
+#'   other chromosomes, as Signac's `LinkPeaks()` tests it. The table also has
+#'   `pvalue_cis`, against pairs at the same distance (see [FactVAELinks()]).
+#' @param link.genes Genes to link (as `genes.use` of Signac's `LinkPeaks()`);
+#'   `NULL` links every annotated gene of the RNA assay detected in at least 1%
+#'   of the cells, not only the modelled variable genes.
 #' @param reduction.name Name of the joint reduction; the RNA and ATAC ones
 #'   get the suffixes `.rna` and `.atac`.
 #' @param reduction.key Key of the joint reduction; the RNA and ATAC ones
@@ -149,7 +156,7 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
                               augment.features = NULL, augment.threshold = NULL,
                               augment.file = NULL,
                               chunk.size = 1024, links = FALSE, link.window = 150000,
-                              link.score = "correlation", link.pvalue = 0.05,
+                              link.score = "combined", link.pvalue = 0.05, link.genes = NULL,
                               reduction.name = "factvae",
                               reduction.key = "FactVAE_", verbose = TRUE, ...) {
   if (...length() > 0) {
@@ -177,6 +184,9 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   link.score <- .one_string(link.score)
   if (!is.numeric(link.pvalue) || length(link.pvalue) != 1 || is.na(link.pvalue)) {
     stop("link.pvalue must be a number (1 keeps every candidate link).", call. = FALSE)
+  }
+  if (!is.null(link.genes) && (!is.character(link.genes) || anyNA(link.genes))) {
+    stop("link.genes must be NULL or a character vector of gene names.", call. = FALSE)
   }
   outputs <- .output_names(object, reduction.name, reduction.key, rna.assay, atac.assay,
                          if (augment) augment.assay)
@@ -253,7 +263,11 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     info$augment.file <- augment.file
   }
   if (links) {
-    found <- .links(core, fit, peaks, link.window, link.score, link.pvalue, settings$seed)
+    found <- .links(core, fit, peaks, link.window, link.score, link.pvalue, settings$seed,
+                    .py_call(core$bridge$anndata_from_counts(counts$rna, cells,
+                                                             rownames(counts$rna))),
+                    link.genes, .link_annotation(object, atac.assay, annotation, peaks,
+                                                 if (trained) prior))
     object <- .set_signac_links(object, c(atac.assay, if (augment) augment.assay), found)
     info$links <- found
   }
@@ -349,6 +363,17 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     g2p <- .gene_to_peak(table, peaks, upstream)
   }
   list(pairs = .g2p_pairs(g2p, genes, names(peaks)), genes = table)
+}
+
+# The genes' coordinates for the links: the prior's table when this call trained the model,
+# else the annotation given (or the ATAC assay's); NULL leaves the model's own.
+.link_annotation <- function(object, atac.assay, annotation, peaks, prior = NULL) {
+  table <- prior$genes
+  if (is.null(table)) {
+    annotation <- annotation %||% .signac_annotation(object[[atac.assay]])
+    if (!is.null(annotation)) table <- .gene_table(annotation, peaks)
+  }
+  if (!is.null(table)) as.data.frame(.gene_frame(table))
 }
 
 .signac_annotation <- function(assay) {

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 from factvae.api import FactVAE
 from factvae.data.prior import GeneToPeak, gene_to_peak
 from factvae.data.simulate import SimulatedMultiome, simulate, simulate_preset
-from factvae.errors import FactVAEInputError, TrainingDivergedError
+from factvae.errors import FactVAEInputError, TrainingDivergedError, TrainingInterrupted
 
 __all__ = [
     "FactVAE",
@@ -13,6 +13,7 @@ __all__ = [
     "GeneToPeak",
     "SimulatedMultiome",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "__version__",
     "gene_to_peak",
     "simulate",

@@ -50,7 +50,10 @@ from factvae.data.validation import (
     raw_counts,
     reduction,
 )
-from factvae.errors import FactVAEInputError, TrainingDivergedError
+from factvae.errors import FactVAEInputError, TrainingDivergedError, TrainingInterrupted
+from factvae.io.mudata import MODALITIES as MUDATA_MODALITIES
+from factvae.io.mudata import is_mudata
+from factvae.io.mudata import modalities as mudata_modalities
 from factvae.io.persistence import (
     load_arrays,
     load_json,
@@ -62,6 +65,7 @@ from factvae.io.persistence import (
 from factvae.io.streaming import write_h5ad_chunks
 from factvae.model.network import Architecture, FactVAENetwork
 from factvae.outputs.augment import augment, augmented_chunks
+from factvae.outputs.gene_loadings import link_gene_loadings
 from factvae.outputs.latent import latent_means
 from factvae.outputs.links import LINK_SCORES, correlation_scorer, cosine_scorer, infer_links
 from factvae.settings import RUN_DEFAULTS, ModelSettings, auto_max_epochs, auto_patience
@@ -80,11 +84,14 @@ class FactVAE:
     ``rna`` and ``atac`` are AnnData with the same cells (matched by name) and raw counts in
     ``layers['counts']`` or ``.X``; AnnData opened with ``anndata.read_h5ad(path, backed="r")``
     (CSR ``.X``) is read from disk a block of cells at a time, never loaded whole, and must stay
-    open until ``fit`` is done. The gene-to-peak prior comes from ``gene_annotation``
-    (frame or BED/GTF path) or a ready ``g2p``. Settings default to the authors' model and
-    loss with a training schedule made for real data sizes (validation cells, early stopping,
-    a budget that shrinks the epochs as cells grow, bounded encoder inputs); ``preset="paper"``
-    gives the authors' 300-epoch schedule exactly. See :class:`factvae.settings.ModelSettings`.
+    open until ``fit`` is done. A MuData may stand for both: ``FactVAE(mdata, gene_annotation=
+    ...)`` reads its modalities named by ``modalities`` (default ``("rna", "atac")``), and
+    :func:`factvae.io.mudata.add_results` writes the results back into it. The gene-to-peak
+    prior comes from ``gene_annotation`` (frame or BED/GTF path) or a ready ``g2p``. Settings
+    default to the authors' model and loss with a training schedule made for real data sizes
+    (validation cells, early stopping, a budget that shrinks the epochs as cells grow, bounded
+    encoder inputs); ``preset="paper"`` gives the authors' 300-epoch schedule exactly. See
+    :class:`factvae.settings.ModelSettings`.
 
     Several samples: ``batch_key="sample"`` (a column of ``rna.obs``; ``atac.obs`` may hold
     it too, and must then agree) makes the decoders condition on each cell's batch
@@ -103,7 +110,7 @@ class FactVAE:
     def __init__(
         self,
         rna: Any,
-        atac: Any,
+        atac: Any = None,
         gene_annotation: AnnotationLike | None = None,
         g2p: Any = None,
         *,
@@ -111,8 +118,21 @@ class FactVAE:
         atac_rep: Any = None,
         preset: str = "default",
         check_build: bool = True,
+        modalities: tuple[str, str] = MUDATA_MODALITIES,
         **settings: Any,
     ) -> None:
+        if is_mudata(rna):
+            if atac is not None:
+                raise FactVAEInputError(
+                    "With a MuData, give no atac argument (its modalities are named by "
+                    "modalities=); pass the annotation as gene_annotation=."
+                )
+            rna, atac = mudata_modalities(rna, modalities)
+        elif atac is None:
+            raise FactVAEInputError(
+                "FactVAE needs the ATAC counts: FactVAE(rna, atac, ...) with two AnnData, or "
+                "FactVAE(mdata, ...) with a MuData holding both."
+            )
         self.settings = ModelSettings.from_kwargs(settings, preset)
         self.obs_names, atac_rows = match_cells(rna, atac)
         keys = self.settings.batch_keys
@@ -293,6 +313,8 @@ class FactVAE:
         300 epochs on every cell. A non-finite update is skipped; repeated failures roll back an
         epoch with a lower learning rate; only persistent failure raises
         :class:`TrainingDivergedError`, and the model then keeps its last good epoch (usable).
+        Ctrl-C stops training at the next step with :class:`TrainingInterrupted`; the model
+        likewise keeps its last finished epoch, and a checkpoint resumes from it.
 
         Each minibatch is densified on its own from sparse storage. The same ``seed`` gives
         the same model on the same CPU, bit for bit. Under ``torchrun`` each process trains on
@@ -359,7 +381,8 @@ class FactVAE:
             )
         try:
             trainer.fit(self._data, schedule, batch_size, seed, progress, policy)
-        except TrainingDivergedError:
+        except (TrainingDivergedError, TrainingInterrupted):
+            # the trainer restored the last good epoch: keep it usable (and resumable)
             self._finish_training(trainer, schedule)
             self.is_trained = trainer.epoch > 0
             raise
@@ -568,42 +591,83 @@ class FactVAE:
         n_background: int = RUN_DEFAULTS.n_background,
         seed: int = RUN_DEFAULTS.seed,
         score: str = RUN_DEFAULTS.link_score,
+        rna: Any = None,
+        genes: Any = None,
+        gene_annotation: AnnotationLike | None = None,
     ) -> pd.DataFrame:
-        """Gene-peak links within ``window`` bp of each TSS, scored and tested.
+        """Gene-peak links within ``window`` bp of each TSS, ranked and tested.
 
-        ``score="correlation"`` (default) correlates the gene's and the peak's contributions
-        to the decoders over cells; ``"cosine"`` is the paper's embedding cosine. Each link is
-        tested against up to ``n_background`` pairs outside the prior matched on distance to
-        the TSS and on the peak's accessibility; ``in_prior`` marks the prior's own pairs. See
-        :mod:`factvae.outputs.links` for what the scores mean.
+        Genes: with ``rna`` (this model's cells' raw counts, every gene) every annotated gene
+        detected in at least ``link_min_detection`` (1%) of its cells, or the names in
+        ``genes``; a gene outside the modelled HVGs gets a ridge loading on the RNA latent
+        (:mod:`factvae.outputs.gene_loadings`). Without ``rna``, the modelled genes (or those
+        of ``genes`` among them). Coordinates come from ``gene_annotation`` or, by default, the
+        annotation the model was built with (a loaded model keeps its modelled genes' only).
+
+        ``score="combined"`` (default) ranks by the peak's power-law contact with the TSS as a
+        share of the gene's candidates (as ABC without Hi-C), weighted by the model's
+        co-variation of the pair; ``"abc"`` by accessibility x contact as that share;
+        ``"correlation"`` by the co-variation alone; ``"cosine"`` by the paper's embedding
+        cosine. ``pvalue``/``qvalue``: the co-variation
+        against peaks of matched accessibility on other chromosomes, as Signac's LinkPeaks;
+        ``pvalue_cis``/``qvalue_cis``: against up to ``n_background`` candidates outside the
+        prior at the same distance with equally accessible peaks (beyond distance). See
+        :mod:`factvae.outputs.links` for every column.
         """
         self._require_trained()
         if score not in LINK_SCORES:
             raise FactVAEInputError(f"score must be one of {list(LINK_SCORES)}, not {score!r}.")
-        if self.gene_coords is None:
+        annotation = (
+            self._annotation(gene_annotation)
+            if gene_annotation is not None
+            else self.gene_coords_all
+        )
+        if annotation is None:
             raise FactVAEInputError(
-                "infer_links needs gene coordinates: build the model with gene_annotation=."
+                "infer_links needs gene coordinates: build the model with gene_annotation= or "
+                "pass gene_annotation= here."
             )
-        located = self.gene_coords.dropna()
-        rows = self.genes.get_indexer(located.index)
-        genes = self.gene_embeddings().to_numpy(dtype=np.float64)[rows]
+        annotation = annotation[~annotation.index.duplicated()].dropna()
+        factors = self.gene_embeddings()
+        rna_latent = self.get_latent("rna").astype(np.float64)
+        if rna is None:
+            names = self.genes if genes is None else pd.Index(np.asarray(genes).astype(str))
+            outside = names[~names.isin(self.genes)]
+            if len(outside):
+                raise FactVAEInputError(
+                    f"genes {outside[:3].tolist()} are not modelled genes; pass rna= (raw counts "
+                    "of this model's cells) to link genes outside the modelled set."
+                )
+            chosen = names[names.isin(annotation.index)]
+            loadings = factors.loc[chosen].to_numpy(dtype=np.float64)
+        else:
+            chosen, loadings = link_gene_loadings(
+                rna, genes, self.obs_names, annotation.index, factors, rna_latent
+            )
+        if len(chosen) == 0:
+            raise FactVAEInputError("None of the chosen genes has coordinates in the annotation.")
+        located = annotation.loc[chosen].astype({"start": np.int64, "end": np.int64})
         peaks = self.peak_embeddings().to_numpy(dtype=np.float64)
         if score == "cosine":
-            scorer = cosine_scorer(genes, peaks)
+            scorer = cosine_scorer(loadings, peaks)
         else:
             scorer = correlation_scorer(
-                genes, peaks, self.get_latent("rna").astype(np.float64),
-                self.get_latent("atac").astype(np.float64),
-            )  # fmt: skip
+                loadings, peaks, rna_latent, self.get_latent("atac").astype(np.float64)
+            )
+        rows = self.genes.get_indexer(chosen)
+        prior = sp.csr_matrix(self.g2p.matrix)[np.maximum(rows, 0)]
+        prior = sp.diags((rows >= 0).astype(np.float32)) @ prior  # unmodelled: no prior pairs
         return infer_links(
             scorer,
-            located.astype({"start": np.int64, "end": np.int64}),
+            located,
             self.peak_coords,
             window,
             n_background,
             seed,
-            prior=self.g2p.matrix[rows],
+            prior=prior,
             accessibility=self.peak_detection,
+            score=score,
+            modelled=rows >= 0,
         )
 
     # ---- new cells: embedding them, and learning their batches ------------------------------

@@ -28,6 +28,9 @@ from factvae import __version__
 from factvae.api import FactVAE
 from factvae.data.readers import read_10x_multiome, read_g2p, read_pair
 from factvae.errors import FactVAEInputError, TrainingDivergedError
+from factvae.io.mudata import MODALITIES as MUDATA_MODALITIES
+from factvae.io.mudata import add_results, read_h5mu
+from factvae.io.mudata import modalities as mudata_modalities
 from factvae.outputs.links import LINK_SCORES
 from factvae.outputs.scores import clustering_scores
 from factvae.settings import ATAC_WEIGHT, ATAC_WEIGHT_PEAKS, MODEL_DEFAULTS, PRESETS, RUN_DEFAULTS
@@ -39,6 +42,7 @@ EXIT_ERROR, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 CHECKPOINTS = "checkpoints"
 MODEL_DIR, EMBEDDINGS_FILE = "model", "embeddings.tsv.gz"
 LINKS_FILE, AUGMENTED_FILE = "links.tsv.gz", "augmented_atac.h5ad"
+RESULTS_H5MU = "factvae.h5mu"
 DEMO_EPOCHS = 60
 # The demo's 800 cells carry too little ATAC signal for the default weight (0.002 at 5,000
 # peaks): its planted links score AUROC 0.739 / 0.738 / 0.636 there against 0.907 / 0.913 /
@@ -69,15 +73,24 @@ _FIT_OUTPUTS = _rows(
         ),
         (
             LINKS_FILE,
-            "candidate gene-peak pairs within --links-window of the TSS, best\n"
-            "first: gene, peak, score (--links-score), zscore, pvalue and qvalue against\n"
-            "pairs at the same distance with equally accessible peaks, distance\n"
-            "(signed, negative = upstream), in_prior, chrom, tss",
+            "candidate gene-peak pairs within --links-window of the TSS of every\n"
+            "gene detected in >= 1% of cells, best first: gene, peak, score\n"
+            "(--links-score) and its ingredients covariation, activity, contact, abc;\n"
+            "zscore, pvalue, qvalue: covariation against peaks of matched accessibility\n"
+            "on other chromosomes (LinkPeaks); zscore_cis, pvalue_cis, qvalue_cis:\n"
+            "against pairs at the same distance; distance (signed, negative =\n"
+            "upstream), in_prior, modelled, chrom, tss",
         ),
         (
             AUGMENTED_FILE,
             "with --augment: cells x peaks augmented accessibility (dense, or\n"
             "sparse keeping values >= --augment-threshold)",
+        ),
+        (
+            RESULTS_H5MU,
+            "with --h5mu: the input MuData with the results in obsm (X_factvae,\n"
+            "X_factvae_rna, X_factvae_atac), uns (factvae_links) and the ATAC\n"
+            "modality's layer factvae_augmented (with --augment)",
         ),
         (f"{CHECKPOINTS}/", "training state every --checkpoint-every epochs, for --resume"),
     ],
@@ -99,6 +112,9 @@ class FitOptions:
     rna: Path | None = None
     atac: Path | None = None
     tenx: Path | None = None
+    h5mu: Path | None = None
+    rna_modality: str = MUDATA_MODALITIES[0]
+    atac_modality: str = MUDATA_MODALITIES[1]
     annotation: Path | None = None
     g2p: Path | None = None
     epochs: int | None = None
@@ -225,6 +241,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FOLDER",
         help="Cell Ranger ARC filtered_feature_bc_matrix folder (or its .h5 file)",
+    )
+    data.add_argument(
+        "--h5mu",
+        type=Path,
+        metavar="FILE",
+        help="a MuData .h5mu holding both modalities; the results are also written into a "
+        f"copy of it, {RESULTS_H5MU} (embeddings in obsm, links in uns, augmented ATAC as the "
+        "ATAC modality's layer factvae_augmented)",
+    )
+    data.add_argument(
+        "--rna-modality",
+        default=MUDATA_MODALITIES[0],
+        metavar="NAME",
+        help="the RNA modality of --h5mu (default: %(default)s)",
+    )
+    data.add_argument(
+        "--atac-modality",
+        default=MUDATA_MODALITIES[1],
+        metavar="NAME",
+        help="the ATAC modality of --h5mu (default: %(default)s)",
     )
     data.add_argument(
         "--backed",
@@ -449,8 +485,12 @@ def run_fit(options: FitOptions) -> FitResult:
     else:
         checkpoint_dir = None if options.checkpoint_every == 0 else options.out / CHECKPOINTS
     say("reading inputs")
+    mdata = None
     if options.tenx is not None:
         rna, atac = read_10x_multiome(options.tenx)
+    elif options.h5mu is not None:
+        mdata = read_h5mu(options.h5mu)
+        rna, atac = mudata_modalities(mdata, (options.rna_modality, options.atac_modality))
     else:
         assert options.rna is not None and options.atac is not None  # _check_options made sure
         rna, atac = read_pair(options.rna, options.atac, backed=options.backed)
@@ -500,23 +540,25 @@ def run_fit(options: FitOptions) -> FitResult:
         say(f"the checkpoint was already at epoch {len(model.history)}; nothing left to train")
 
     say("writing outputs")
-    written, links = _write_outputs(model, options)
+    written, links = _write_outputs(model, options, rna, mdata)
     return FitResult(model, links, written, train_seconds, time.perf_counter() - started)
 
 
 def _check_options(options: FitOptions) -> None:
     """Reject inconsistent options before any data is read or any training time is spent."""
-    if options.tenx is not None and (options.rna is not None or options.atac is not None):
-        raise FactVAEInputError("give either --10x or --rna and --atac, not both.")
-    if options.tenx is None and (options.rna is None or options.atac is None):
+    sources = [options.tenx is not None, options.h5mu is not None]
+    sources.append(options.rna is not None or options.atac is not None)
+    if sum(sources) != 1 or (sources[2] and (options.rna is None or options.atac is None)):
         raise FactVAEInputError(
-            "give the input as --rna RNA.h5ad --atac ATAC.h5ad, or --10x FOLDER."
+            "give the input one way: --rna RNA.h5ad --atac ATAC.h5ad, --10x FOLDER or --h5mu FILE."
         )
-    if options.backed and options.tenx is not None:
+    if options.h5mu is not None and not options.h5mu.is_file():
+        raise FactVAEInputError(f"--h5mu file {str(options.h5mu)!r} does not exist.")
+    if options.backed and options.rna is None:
         raise FactVAEInputError(
-            "--backed reads .h5ad inputs from disk; a 10x folder is read into memory. Drop "
-            "--backed, or write the 10x data to rna.h5ad and atac.h5ad (X as CSR) and give "
-            "--rna and --atac."
+            "--backed reads --rna/--atac .h5ad inputs from disk; a 10x folder or an .h5mu is "
+            "read into memory. Drop --backed, or write the two modalities to rna.h5ad and "
+            "atac.h5ad (X as CSR) and give --rna and --atac."
         )
     if options.annotation is None and options.g2p is None:
         raise FactVAEInputError(
@@ -554,7 +596,7 @@ def _prepare_checkpoints(options: FitOptions, say: Callable[[str], None]) -> Pat
 
 
 def _write_outputs(
-    model: FactVAE, options: FitOptions
+    model: FactVAE, options: FitOptions, rna: Any, mdata: Any = None
 ) -> tuple[list[tuple[str, Path, str]], pd.DataFrame | None]:
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
@@ -570,8 +612,8 @@ def _write_outputs(
 
     links = None
     if options.links:
-        links = model.infer_links(
-            window=options.links_window, seed=options.seed, score=options.links_score
+        links = model.infer_links(  # rna: every detected gene, not only the modelled ones
+            window=options.links_window, seed=options.seed, score=options.links_score, rna=rna
         )
         links = links.sort_values("score", ascending=False, kind="stable", ignore_index=True)
         path = out / LINKS_FILE
@@ -579,6 +621,7 @@ def _write_outputs(
         significant = int((links["qvalue"] < 0.05).sum())
         written.append(("links", path, f"{len(links)} pairs, {significant} with q < 0.05"))
 
+    matrix = None
     if options.augment or options.augment_threshold is not None:
         matrix = model.augment_atac(threshold=options.augment_threshold)
         assert not isinstance(matrix, Path)  # only out= streams to a path
@@ -591,6 +634,11 @@ def _write_outputs(
         augmented.write_h5ad(path)
         kind = f"sparse, {matrix.nnz} values" if isinstance(matrix, sp.csr_matrix) else "dense"
         written.append(("augmented", path, f"{matrix.shape[0]} x {matrix.shape[1]} {kind}"))
+    if mdata is not None:
+        add_results(mdata, model, links, matrix, options.atac_modality)
+        path = out / RESULTS_H5MU
+        mdata.write(path)
+        written.append(("MuData with results", path, f"{mdata.n_obs} cells"))
     return written, links
 
 

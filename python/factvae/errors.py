@@ -12,3 +12,13 @@ class TrainingDivergedError(RuntimeError):
     def __init__(self, message: str, last_good_epoch: int = 0) -> None:
         super().__init__(message)
         self.last_good_epoch = last_good_epoch
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C (SIGINT) between two steps; the message names the epoch. The
+    model keeps the weights of ``last_good_epoch``, the last finished one, as after a divergence.
+    A KeyboardInterrupt, so code that handles Ctrl-C handles this too."""
+
+    def __init__(self, message: str, last_good_epoch: int = 0) -> None:
+        super().__init__(message)
+        self.last_good_epoch = last_good_epoch

@@ -5,14 +5,20 @@ its pandas conversion is fragile. Seurat stores features x cells; the model want
 
 from __future__ import annotations
 
+import _thread
+import ctypes
 import os
+import signal
+import threading
 import warnings
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from factvae.settings import RUN_DEFAULTS, defaults
+from factvae.train import interrupts
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _captures: list = []
@@ -46,6 +52,78 @@ def stop_warning_capture() -> list:
             # (a library's DeprecationWarning, such as torch's own) stays hidden.
             warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
     return ours
+
+
+_SIGACTION_BYTES = 1024  # room for any libc's struct sigaction (glibc's is 152 bytes)
+_IMPORT_RECHECK_S = 0.2
+
+
+def install_interrupt_handler() -> bool:
+    """Answer Ctrl-C in the Python code R runs without calling back into R.
+
+    reticulate before 1.37 answers SIGINT with a Python handler that asks R, by calling an R
+    function, whether the interrupt is still pending. R takes the pending interrupt inside that
+    very call and jumps out of it; the jump crosses Python's C frames as a C++ exception, which
+    unwinds them behind the interpreter's back, and a later Python call crashes the session
+    (segfault). This handler reads R's flag in memory instead, as reticulate 1.37 does in C: an
+    interrupt R has already taken (it came while R code ran) is ignored; a pending one is taken
+    from R and passed to :func:`factvae.train.interrupts.request`, so training stops at its
+    next step. reticulate's C-level handler, which sets the flag, stays, now with SA_RESTART:
+    without it the SIGINT broke R's read of its input, and an idle non-interactive session
+    (callr's) took that for the end of its input and quit. Returns whether it was installed
+    (not outside R, nor where there is no POSIX ``sigaction``).
+    """
+    process = ctypes.CDLL(None)
+    try:
+        pending = ctypes.c_int.in_dll(process, "R_interrupts_pending")
+        sigaction = process.sigaction
+    except (ValueError, AttributeError):
+        return False
+    c_level = ctypes.create_string_buffer(_SIGACTION_BYTES)
+    if sigaction(signal.SIGINT, None, c_level) != 0:
+        return False
+    signal.signal(signal.SIGINT, _r_interrupt_handler(pending))
+    # signal.signal also put Python's own C handler in place: reticulate's goes back
+    if sigaction(signal.SIGINT, c_level, None) != 0:
+        return False
+    signal.siginterrupt(signal.SIGINT, False)
+    return True
+
+
+def _r_interrupt_handler(pending: ctypes.c_int) -> Callable[[int, Any], None]:
+    def handler(signum: int, frame: Any) -> None:
+        if not pending.value:
+            return  # R has taken it: it came while R code ran
+        if _importing(frame):
+            # A module stopped half-way stays broken for the session (torch._dynamo, which a
+            # first fit imports, then fails every later fit): the interrupt waits for the
+            # import, still pending for R should Python return first.
+            threading.Timer(_IMPORT_RECHECK_S, _thread.interrupt_main).start()
+            return
+        pending.value = 0
+        interrupts.request()
+
+    return handler
+
+
+def _importing(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def import_training_modules() -> None:
+    """Import now what the first fit would: torch's optimisers import torch._dynamo (some
+    1,500 modules, seconds) when the first is made, and an interrupt waits for an import to
+    end (see ``install_interrupt_handler``), so Ctrl-C in a first fit would wait that long."""
+    import torch._dynamo  # noqa: F401
+
+
+def take_interrupt_report() -> str | None:
+    """What the last fit stopped by Ctrl-C said, for R, which only sees the interrupt."""
+    return interrupts.take_report()
 
 
 def anndata_from_counts(counts, cells, features, var=None, obs=None):
@@ -141,11 +219,18 @@ def infer_links(
     n_background=RUN_DEFAULTS.n_background,
     seed=RUN_DEFAULTS.seed,
     score=RUN_DEFAULTS.link_score,
+    rna=None,
+    genes=None,
+    annotation=None,
 ) -> dict:
-    """Gene-peak links as plain columns (see ``FactVAE.infer_links``)."""
+    """Gene-peak links as plain columns (see ``FactVAE.infer_links``): ``rna`` is the cells'
+    RNA AnnData (from ``anndata_from_counts``), so every detected gene can be linked;
+    ``genes`` (R's ``link.genes``) the chosen ones; ``annotation`` the genes' coordinates."""
     links = model.infer_links(
-        window=int(window), n_background=int(n_background), seed=int(seed), score=str(score)
-    )
+        window=int(window), n_background=int(n_background), seed=int(seed), score=str(score),
+        rna=rna, genes=_strings(genes) if genes is not None else None,
+        gene_annotation=annotation,
+    )  # fmt: skip
     return frame_columns(links)
 
 

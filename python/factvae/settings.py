@@ -262,7 +262,8 @@ class RunSettings:
     checkpoint_every: int = 10
     chunk_size: int = 1024
     link_window: int = 150_000
-    link_score: str = "correlation"
+    link_score: str = "combined"
+    link_min_detection: float = 0.01  # links cover genes detected in >= 1% of cells
     n_background: int = 100_000
 
 

@@ -149,7 +149,11 @@ def test_fit_h5ad_writes_outputs_and_the_model_reloads(
 
     links = pd.read_csv(out / "links.tsv.gz", sep="\t")
     assert len(links) > 0 and links["score"].is_monotonic_decreasing
-    assert set(links["gene"]) <= set(model.genes) and set(links["peak"]) <= set(model.peaks)
+    assert set(links["peak"]) <= set(model.peaks)
+    # every detected gene is linked, the modelled ones among them flagged
+    assert set(links.loc[links["modelled"], "gene"]) <= set(model.genes)
+    assert not links.loc[~links["modelled"], "gene"].isin(model.genes).any()
+    assert set(links["gene"]) > set(links.loc[links["modelled"], "gene"])
 
     augmented = anndata.read_h5ad(out / "augmented_atac.h5ad")
     assert augmented.shape == (160, len(model.peaks))
@@ -288,7 +292,10 @@ def test_bad_inputs_exit_2_with_a_message(
     _expect_error(
         capsys, ["fit", *_pair_args(inputs), "--g2p", str(inputs["g2p.tsv"]), *out], "--no-links"
     )
-    _expect_error(capsys, ["fit", "--10x", str(tmp_path), *_pair_args(inputs), *bed, *out], "both")
+    _expect_error(
+        capsys, ["fit", "--10x", str(tmp_path), *_pair_args(inputs), *bed, *out], "one way"
+    )
+    _expect_error(capsys, ["fit", "--h5mu", str(tmp_path / "no.h5mu"), *bed, *out], "not exist")
 
     unnamed = anndata.AnnData(X=sim.atac.X, obs=sim.atac.obs)
     unnamed.var_names = [f"peak{i}" for i in range(unnamed.n_vars)]

@@ -96,4 +96,8 @@ test_that("on real data every link joins a gene to a peak of the input", {
   expect_true(all(links$peak %in% rownames(real_object()[["ATAC"]])))
   expect_true(all(links$pvalue <= 0.05))
   expect_true(all(GenomicRanges::width(links) <= 150001 + 1000))
+  # links reach genes outside the 2,000 modelled ones (every gene detected in >= 1% of cells)
+  expect_true(any(!links$modelled) && any(links$modelled))
+  expect_true(all(c("pvalue_cis", "qvalue_cis", "covariation", "contact", "activity") %in%
+                    names(GenomicRanges::mcols(links))))
 })

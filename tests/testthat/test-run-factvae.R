@@ -130,14 +130,20 @@ test_that("links are a Signac-style GRanges joining genes to peaks of the input"
   fit <- simulated_fit()$fit
   links <- FactVAELinks(fit)
   expect_s4_class(links, "GRanges")
-  expect_true(all(c("score", "gene", "peak", "zscore", "pvalue", "qvalue") %in%
-                    names(GenomicRanges::mcols(links))))
+  expect_identical(names(GenomicRanges::mcols(links)),
+                   c("score", "gene", "peak", "covariation", "activity", "contact", "abc",
+                     "zscore", "pvalue", "qvalue", "zscore_cis", "pvalue_cis", "qvalue_cis",
+                     "distance", "in_prior", "modelled"))
   expect_gt(length(links), 100)
   expect_true(all(links$gene %in% rownames(fit[["RNA"]])))
   expect_true(all(links$peak %in% rownames(fit[["ATAC"]])))
   # q >= p up to float64 rounding (BH's p * n / rank came out 1 ulp below p = 0.99984).
   expect_true(all(links$pvalue >= 0 & links$pvalue <= 1 & links$qvalue >= links$pvalue))
-  expect_true(all(abs(links$score) <= 1 + 1e-6))
+  expect_true(all(links$pvalue_cis >= 0 & links$pvalue_cis <= 1 &
+                    links$qvalue_cis >= links$pvalue_cis))
+  # the default score is a share of the gene's contact weighted by (1 + covariation) / 2
+  expect_true(all(links$score >= 0 & links$score <= 1 + 1e-6))
+  expect_true(all(abs(links$covariation) <= 1 + 1e-6))
   # Each range spans the gene's TSS and its peak's centre, on the peak's chromosome.
   peaks <- PeakRanges(links$peak)
   centre <- (GenomicRanges::start(peaks) + GenomicRanges::end(peaks)) %/% 2
@@ -149,10 +155,12 @@ test_that("links are a Signac-style GRanges joining genes to peaks of the input"
   tss <- ifelse(as.character(GenomicRanges::strand(gene)) == "-", GenomicRanges::end(gene),
                 GenomicRanges::start(gene))
   expect_true(all(GenomicRanges::start(links) == tss | GenomicRanges::end(links) == tss))
-  # in_prior marks exactly the pairs of the gene-to-peak prior.
+  # in_prior marks exactly the pairs of the gene-to-peak prior the model trained on: those of
+  # its modelled genes; the other detected genes are linked too (modelled = FALSE).
   prior <- GeneToPeak(SeuratObject::Misc(fit, "annotation"), rownames(fit[["ATAC"]]))
   in.prior <- prior[cbind(match(links$gene, rownames(prior)), match(links$peak, colnames(prior)))]
-  expect_identical(links$in_prior, !is.na(in.prior) & in.prior > 0)
+  expect_identical(links$in_prior, links$modelled & !is.na(in.prior) & in.prior > 0)
+  expect_true(any(links$modelled) && any(!links$modelled))
   expect_true(any(links$in_prior) && !all(links$in_prior))
   # The paper's cosine, from the same model without retraining: after these few epochs it
   # already ranks the simulation's planted links (half of them prior pairs) above the rest.
@@ -163,6 +171,20 @@ test_that("links are a Signac-style GRanges joining genes to peaks of the input"
   truth <- SeuratObject::Misc(fit, "true.links")
   planted <- paste(cosine$gene, cosine$peak) %in% paste(truth$gene, truth$peak)
   expect_gt(mean(cosine$score[planted]), mean(cosine$score[!planted]))
+})
+
+test_that("link.genes links the chosen genes, modelled or not", {
+  skip_if_no_core()
+  fit <- simulated_fit()$fit
+  model <- SeuratObject::Tool(fit, slot = "RunFactVAE")$model.path
+  genes <- rownames(fit[["RNA"]])[c(1, 5, 9)]
+  chosen <- FactVAELinks(suppressWarnings(RunFactVAE(
+    simulated_fit()$input, annotation = SeuratObject::Misc(fit, "annotation"), model = model,
+    links = TRUE, link.genes = genes, link.pvalue = 1, verbose = FALSE)))
+  expect_gt(length(chosen), 0)
+  expect_true(all(chosen$gene %in% genes))
+  expect_error(RunFactVAE(simulated_fit()$input, model = model, links = TRUE, link.genes = 1),
+               "link.genes must be NULL or a character vector")
 })
 
 test_that("FactVAELinks says how to get links when there are none", {

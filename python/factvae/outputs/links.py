@@ -1,20 +1,28 @@
-"""Gene-peak links: candidate pairs near each TSS, scored from the trained model, and tested
-against a background of pairs matched on distance to the TSS and on the peak's accessibility.
+"""Gene-peak links: candidate pairs near the TSS of any annotated gene, ranked by the peak's
+accessibility, its contact with the TSS and the model's co-variation of the pair, and tested.
 
-Two scores are available by name (``LINK_SCORES``):
+Four scores are available by name (``LINK_SCORES``); each ingredient is a column of the table:
 
-* ``"correlation"`` (the default): the correlation over cells of the gene's and the peak's
-  contributions to their decoders' logits, ``z_rna F_g`` and ``z_atac P_p`` (posterior means).
-  It asks whether the model's denoised expression of the gene and denoised accessibility of the
-  peak rise and fall together across cells; unlike the cosine it does not depend on how the RNA
-  and ATAC latent frames are rotated against each other, so it carries information beyond the
-  pairs the prior tied together.
+* ``"combined"`` (the default): the peak's contact with the TSS, a power law of distance as the
+  Activity-by-Contact model uses without Hi-C (``contact``), as a share of the gene's total
+  over its candidates, weighted by the model's co-variation of the pair across cells
+  (``covariation``, the correlation below, mapped to ``(1 + r) / 2``). On K562 CRISPRi pairs
+  (``benchmarks/links_crispri.py``) the peaks' accessibility in these cells did not help, so it
+  is reported (``activity``, ``abc``) rather than built in.
+* ``"abc"``: the Activity-by-Contact score (Fulco et al. 2019) without Hi-C: the peak's
+  accessibility (``activity``, the share of cells where it is open) times ``contact``, as a
+  share of the gene's total over its candidates (``abc``).
+* ``"correlation"``: the correlation over cells of the gene's and the peak's contributions to
+  their decoders' logits, ``z_rna F_g`` and ``z_atac P_p`` (posterior means). A gene outside the
+  modelled set uses its ridge loading on the RNA latent (:mod:`factvae.outputs.gene_loadings`)
+  as ``F_g``. It does not depend on how the RNA and ATAC latent frames are rotated against
+  each other.
 * ``"cosine"``: the paper's score, the cosine of the gene's and the peak's embeddings (the
   decoders' factor columns). The regulatory term pulls exactly the prior's pairs together, so
   it is highest for them by construction.
 
-Neither score is a causal effect: a high score says the pair co-varies in the model more than
-pairs at the same distance with equally accessible peaks do.
+No score is a causal effect. The tests (:mod:`factvae.outputs.link_tests`) are of the
+``covariation`` column: the correlation, or the cosine with ``score="cosine"``.
 """
 
 from __future__ import annotations
@@ -24,10 +32,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import scipy.stats
 
 from factvae.data.genomics import tss
 from factvae.errors import FactVAEInputError
+from factvae.outputs.link_tests import (
+    benjamini_hochberg,
+    matched_background,
+    matched_strata,
+    other_chromosome_test,
+    stratified_test,
+)
 
 
 def candidate_pairs(genes: pd.DataFrame, peaks: pd.DataFrame, window: int) -> pd.DataFrame:
@@ -74,9 +88,9 @@ def candidate_pairs(genes: pd.DataFrame, peaks: pd.DataFrame, window: int) -> pd
     return pd.concat(frames, ignore_index=True)
 
 
-LINK_SCORES = ("correlation", "cosine")
-DISTANCE_BINS = 10  # quantile bins of |distance to the TSS| that background pairs are matched in
-ACCESSIBILITY_BINS = 5  # quantile bins of the peaks' detection rate, likewise
+LINK_SCORES = ("combined", "abc", "correlation", "cosine")
+CONTACT_GAMMA = 1.024  # ABC's power-law exponent of contact with distance (Fulco et al. 2019)
+CONTACT_FLOOR = 5_000  # bp; nearer peaks count as this far, as ABC's pseudocount distance
 
 
 @dataclass(frozen=True)
@@ -124,65 +138,25 @@ def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
     return embeddings / np.where(norms == 0, 1, norms)
 
 
-def quantile_bins(values: np.ndarray, n_bins: int) -> np.ndarray:
-    """Each value's bin among ``n_bins`` of about equal size (ties share a bin)."""
-    if len(values) == 0:
-        return np.zeros(0, dtype=np.int64)
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1]))
-    return np.searchsorted(edges, values, side="right")
+def contact(distance: np.ndarray) -> np.ndarray:
+    """ABC's contact without Hi-C: ``|distance|^-gamma``, flat within ``CONTACT_FLOOR``,
+    scaled to 1 there."""
+    return (np.maximum(np.abs(distance), CONTACT_FLOOR) / CONTACT_FLOOR) ** -CONTACT_GAMMA
 
 
-def matched_strata(distance: np.ndarray, accessibility: np.ndarray | None) -> np.ndarray:
-    """Each pair's stratum: its bin of |distance to the TSS| crossed with its peak's bin of
-    accessibility (distance alone when accessibility is unknown)."""
-    strata = quantile_bins(np.abs(distance), DISTANCE_BINS)
-    if accessibility is not None:
-        strata = strata * ACCESSIBILITY_BINS + quantile_bins(accessibility, ACCESSIBILITY_BINS)
-    return strata
+def gene_share(gene_index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each pair's value as a share of its gene's total over its candidates, as ABC
+    normalises: a peak ranks high when it dominates its gene's neighbourhood."""
+    total = np.bincount(gene_index, weights=values)
+    return values / np.where(total > 0, total, 1.0)[gene_index]
 
 
-def matched_background(
-    strata: np.ndarray, eligible: np.ndarray, n_background: int, rng: np.random.Generator
+def combined_score(
+    gene_index: np.ndarray, contacts: np.ndarray, covariation: np.ndarray
 ) -> np.ndarray:
-    """Positions of background pairs: at most ``n_background`` of the ``eligible`` candidates
-    (those not in the prior), drawn within each stratum in proportion to the stratum's share of
-    all candidates, so the background's distances and accessibilities follow the candidates'."""
-    chosen = []
-    for stratum, size in zip(*np.unique(strata, return_counts=True)):
-        pool = np.nonzero((strata == stratum) & eligible)[0]
-        take = min(len(pool), max(1, round(n_background * size / len(strata))))
-        chosen.append(rng.choice(pool, take, replace=False) if take < len(pool) else pool)
-    return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
-
-
-def stratified_test(
-    score: np.ndarray, strata: np.ndarray, background: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """z-score of each score against the mean and sd of the background pairs of its own
-    stratum (the whole background for a stratum without any), and its one-sided normal
-    p-value, as Signac's LinkPeaks computes it: a stratum holds only some hundred background
-    pairs, too few for empirical p-values small enough to survive multiple testing."""
-    zscore = np.empty(len(score))
-    for stratum in np.unique(strata):
-        rows = np.nonzero(strata == stratum)[0]
-        reference = background[strata[background] == stratum]
-        null = score[reference if len(reference) else background]
-        sd = null.std(ddof=1) if len(null) > 1 else 1.0
-        zscore[rows] = (score[rows] - null.mean()) / (sd if sd > 0 else 1.0)
-    return zscore, scipy.stats.norm.sf(zscore)
-
-
-def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
-    """BH q-values; never below their p-value (``p * n / rank`` can round just under it)."""
-    n = len(pvalues)
-    if n == 0:
-        return pvalues
-    order = np.argsort(pvalues)
-    ranked = pvalues[order] * n / np.arange(1, n + 1)
-    qvalues = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(n)
-    out[order] = np.minimum(np.maximum(qvalues, pvalues[order]), 1.0)
-    return out
+    """The default score: the contact share weighted by the co-variation mapped to [0, 1], so
+    among pairs at the same distance those that co-vary rank first."""
+    return gene_share(gene_index, contacts) * (1.0 + np.clip(covariation, -1.0, 1.0)) / 2
 
 
 def infer_links(
@@ -194,46 +168,80 @@ def infer_links(
     seed: int,
     prior: sp.spmatrix | None = None,
     accessibility: np.ndarray | None = None,
+    score: str = "combined",
+    modelled: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Score the candidate pairs within ``window`` bp of each TSS and test them.
 
-    ``genes`` and ``peaks`` are coordinate frames in the scorer's row order. The background is
-    up to ``n_background`` candidates outside the ``prior`` (genes x peaks, same order), drawn
-    to match the candidates' distances and peak ``accessibility``; each pair's z-score and
-    empirical p-value come from the background pairs of its stratum, q-values from
-    Benjamini-Hochberg over all candidates. ``in_prior`` marks the prior's own pairs, which
-    training tied together.
+    ``genes`` and ``peaks`` are coordinate frames in the scorer's row order; ``scorer`` gives
+    each pair's ``covariation``. ``score`` names the ranking (``LINK_SCORES``). Columns:
+
+    * ``pvalue``/``zscore``/``qvalue``: the covariation against the same gene with random
+      peaks of matched ``accessibility`` on other chromosomes (LinkPeaks' background);
+      Benjamini-Hochberg over all candidates.
+    * ``pvalue_cis``/``zscore_cis``/``qvalue_cis``: the covariation against up to
+      ``n_background`` candidates outside the ``prior`` (genes x peaks, same order) at a
+      similar distance to the TSS with similarly accessible peaks: evidence beyond distance.
+    * ``activity`` (the peak's ``accessibility``), ``contact``, ``abc``: the ABC ingredients
+      (``score``, with the default ``"combined"``, is the share of ``contact`` weighted by
+      ``(1 + covariation) / 2``).
+    * ``in_prior``: the prior's own pairs, which training tied together; ``modelled``: the
+      gene is one the decoder models (else it has a ridge loading).
     """
     if window <= 0 or n_background < 1:
         raise FactVAEInputError("window must be > 0 bp and n_background >= 1.")
+    if score not in LINK_SCORES:
+        raise FactVAEInputError(f"score must be one of {list(LINK_SCORES)}, not {score!r}.")
     pairs = candidate_pairs(genes, peaks, window)
     if pairs.empty:
         raise FactVAEInputError(
-            f"No peak lies within {window} bp of any modelled gene's TSS; widen window= or check "
+            f"No peak lies within {window} bp of any chosen gene's TSS; widen window= or check "
             "that genes and peaks use the same genome build."
         )
     g, p = pairs["gene_idx"].to_numpy(), pairs["peak_idx"].to_numpy()
-    score = scorer(g, p)
+    covariation = scorer(g, p)
     in_prior = (
         np.asarray(sp.csr_matrix(prior)[g, p]).ravel() > 0
         if prior is not None
         else np.zeros(len(g), dtype=bool)
     )
     distance = pairs["distance"].to_numpy()
-    strata = matched_strata(distance, None if accessibility is None else accessibility[p])
+    known = accessibility is not None
+    activity = accessibility if accessibility is not None else np.ones(len(peaks))
+    contacts = contact(distance)
+    abc = gene_share(g, activity[p] * contacts)
+    rankings = {"combined": combined_score(g, contacts, covariation), "abc": abc}
+    ranking = rankings.get(score, covariation)
+    rng = np.random.default_rng(seed)
+    chrom_codes = pd.factorize(
+        np.concatenate([genes["chrom"].astype(str), peaks["chrom"].astype(str)])
+    )[0]
+    zscore, pvalue = other_chromosome_test(
+        scorer, covariation, g, p, chrom_codes[: len(genes)], chrom_codes[len(genes) :],
+        activity, rng,
+    )  # fmt: skip
+    strata = matched_strata(distance, activity[p] if known else None)
     eligible = ~in_prior if (~in_prior).any() else np.ones(len(g), dtype=bool)
-    background = matched_background(strata, eligible, n_background, np.random.default_rng(seed))
-    zscore, pvalue = stratified_test(score, strata, background)
+    background = matched_background(strata, eligible, n_background, rng)
+    zscore_cis, pvalue_cis = stratified_test(covariation, strata, background)
     return pd.DataFrame(
         {
             "gene": genes.index[g],
             "peak": peaks.index[p],
-            "score": score,
+            "score": ranking,
+            "covariation": covariation,
+            "activity": activity[p],
+            "contact": contacts,
+            "abc": abc,
             "zscore": zscore,
             "pvalue": pvalue,
             "qvalue": benjamini_hochberg(pvalue),
+            "zscore_cis": zscore_cis,
+            "pvalue_cis": pvalue_cis,
+            "qvalue_cis": benjamini_hochberg(pvalue_cis),
             "distance": distance,
             "in_prior": in_prior,
+            "modelled": np.ones(len(g), dtype=bool) if modelled is None else modelled[g],
             "chrom": genes["chrom"].astype(str).to_numpy()[g],
             "tss": tss(genes)[g],
         }

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from factvae.errors import TrainingDivergedError
+from factvae.errors import TrainingDivergedError, TrainingInterrupted
 from factvae.model.network import Batch, FactVAENetwork
 from factvae.model.terms import LossWeights
+from factvae.train import interrupts
 from factvae.train.allocator import reuse_freed_memory
 from factvae.train.batches import TrainingData, make_batch, minibatches
 from factvae.train.devices import resolve_precision
@@ -132,6 +133,7 @@ class Trainer:
         self.skipped_steps = 0
         self.rollbacks = 0
         self.stopper: EarlyStopping | None = None
+        self._good: dict = {}  # the last finished epoch's state (_snapshot), while fitting
 
     def step(self, batch: Batch) -> dict[str, float] | None:
         """One joint update and one SSA update; ``None`` when the joint update was skipped.
@@ -193,6 +195,7 @@ class Trainer:
         batches = [cells[b] for b in minibatches(len(cells), batch_size, rng)]
         in_a_row = skipped = 0
         for index in batches:
+            interrupts.check()
             values = self.step(make_batch(data, index, self.device))
             if values is None:
                 skipped += 1
@@ -220,6 +223,7 @@ class Trainer:
         self.network.eval()
         total = 0.0
         for start in range(0, len(cells), batch_size):
+            interrupts.check()
             index = cells[start : start + batch_size]
             batch = make_batch(data, index, self.device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
@@ -245,6 +249,10 @@ class Trainer:
         failure); after ``MAX_ROLLBACKS`` failures in a row the last good state is restored
         and :class:`TrainingDivergedError` raised, so the network is usable beside the error.
         With early stopping the weights of the best epoch are restored at the end.
+
+        Ctrl-C is acted on between steps (:mod:`factvae.train.interrupts`): the last good state
+        is restored as after a divergence, saved as the checkpoint when there is one (so
+        ``resume`` continues from it exactly), and :class:`TrainingInterrupted` raised.
         """
         rng = np.random.default_rng([seed, self.group.rank] if self.group.active else seed)
         if checkpoint is not None:
@@ -254,55 +262,99 @@ class Trainer:
             self.epoch, schedule.max_epochs, f"FactVAE on {self.device}",
             progress and self.group.rank == 0,
         )  # fmt: skip
-        good = self._snapshot()
-        failures = 0
-        with reuse_freed_memory():
-            while self.epoch < schedule.max_epochs and not stopper.stopped:
-                record = self.run_epoch(data, schedule.train_cells, batch_size, rng)
-                if record is None:
-                    failures += 1
-                    self._restore(good)
-                    if failures > MAX_ROLLBACKS:
-                        raise TrainingDivergedError(
-                            f"Training kept failing at epoch {self.epoch + 1}: non-finite losses "
-                            f"or gradients after {MAX_ROLLBACKS} roll-backs with the learning "
-                            f"rate halved each time ({self.skipped_steps} steps skipped). The "
-                            f"model keeps the weights of epoch {self.epoch}, the last good one. "
-                            "Check the counts for extreme values, or lower lr= or set "
-                            "grad_clip=.",
-                            last_good_epoch=self.epoch,
-                        )
-                    self._scale_learning_rates(0.5**failures)
-                    self.rollbacks += 1
-                    continue
-                failures = 0
-                monitored = record["joint"]
-                if len(schedule.validation_cells):
-                    monitored = record["validation"] = self.validation_loss(
-                        data, schedule.validation_cells, batch_size
-                    )
-                if schedule.early_stopping:
-                    stopper.update(monitored, self)
-                good = self._snapshot()
-                reporter.update(self.epoch, record)
-                if (
-                    checkpoint is not None
-                    and self.group.rank == 0
-                    and (checkpoint.due(self.epoch, schedule.max_epochs) or stopper.stopped)
-                ):
-                    checkpoint.save(self, rng)
+        self._good = self._snapshot(rng)
+        with reuse_freed_memory(), interrupts.deferred(not self.group.active):
+            try:
+                self._epochs(data, schedule, batch_size, rng, reporter, checkpoint)
+            except KeyboardInterrupt:
+                reporter.close()
+                self._stop_on_interrupt(rng, checkpoint)
         reporter.close()
         if schedule.early_stopping and stopper.best_network is not None:
             self.network.load_state_dict(stopper.best_network)
 
-    def _snapshot(self) -> dict:
-        """The state to roll back to: network, optimisers, schedulers, epoch (copies)."""
+    def _epochs(
+        self,
+        data: TrainingData,
+        schedule: Schedule,
+        batch_size: int,
+        rng: np.random.Generator,
+        reporter: EpochReporter,
+        checkpoint: CheckpointPolicy | None,
+    ) -> None:
+        """The epochs of :meth:`fit`, each finished one kept in ``self._good``."""
+        stopper = self.stopper
+        assert stopper is not None
+        failures = 0
+        while self.epoch < schedule.max_epochs and not stopper.stopped:
+            record = self.run_epoch(data, schedule.train_cells, batch_size, rng)
+            if record is None:
+                failures += 1
+                self._restore(self._good)
+                if failures > MAX_ROLLBACKS:
+                    raise TrainingDivergedError(
+                        f"Training kept failing at epoch {self.epoch + 1}: non-finite losses "
+                        f"or gradients after {MAX_ROLLBACKS} roll-backs with the learning "
+                        f"rate halved each time ({self.skipped_steps} steps skipped). The "
+                        f"model keeps the weights of epoch {self.epoch}, the last good one. "
+                        "Check the counts for extreme values, or lower lr= or set "
+                        "grad_clip=.",
+                        last_good_epoch=self.epoch,
+                    )
+                self._scale_learning_rates(0.5**failures)
+                self.rollbacks += 1
+                continue
+            failures = 0
+            monitored = record["joint"]
+            if len(schedule.validation_cells):
+                monitored = record["validation"] = self.validation_loss(
+                    data, schedule.validation_cells, batch_size
+                )
+            if schedule.early_stopping:
+                stopper.update(monitored, self)
+            self._good = self._snapshot(rng)
+            reporter.update(self.epoch, record)
+            if (
+                checkpoint is not None
+                and self.group.rank == 0
+                and (checkpoint.due(self.epoch, schedule.max_epochs) or stopper.stopped)
+            ):
+                checkpoint.save(self, rng)
+
+    def _stop_on_interrupt(
+        self, rng: np.random.Generator, checkpoint: CheckpointPolicy | None
+    ) -> None:
+        """Back to the last finished epoch, random states included, so that the checkpoint
+        saved here resumes to the model an uninterrupted run gives; then raise."""
+        good = self._good
+        self._restore(good)
+        del self.history[self.epoch :]  # a record of the epoch being validated when it came
+        torch.set_rng_state(good["torch_rng"])
+        rng.bit_generator.state = good["numpy_rng"]
+        saved = ""
+        if checkpoint is not None and self.group.rank == 0 and self.epoch > 0:
+            checkpoint.save(self, rng)
+            saved = f"; it is saved in {checkpoint.directory}, where resume=True continues it"
+        kept = (
+            f"The model keeps the weights of epoch {self.epoch}, the last finished one{saved}."
+            if self.epoch
+            else "No epoch had finished."
+        )
+        message = f"Training interrupted during epoch {self.epoch + 1}. {kept}"
+        interrupts.report(message)
+        raise TrainingInterrupted(message, last_good_epoch=self.epoch)
+
+    def _snapshot(self, rng: np.random.Generator) -> dict:
+        """The state to roll back to: network, optimisers, schedulers, epoch, and the random
+        states for a stop on Ctrl-C (roll-backs leave them where they are) (copies)."""
         return copy.deepcopy(
             {
                 "network": self.network.state_dict(),
                 "optimisers": [o.state_dict() for o in self.optimisers],
                 "schedulers": [s.state_dict() for s in self.schedulers],
                 "epoch": self.epoch,
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": rng.bit_generator.state,
             }
         )
 

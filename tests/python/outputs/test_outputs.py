@@ -11,15 +11,13 @@ from sklearn.metrics import roc_auc_score
 import factvae
 from conftest import SMALL_SETTINGS
 from factvae import FactVAEInputError
-from factvae.outputs.links import (
+from factvae.outputs.link_tests import (
     benjamini_hochberg,
-    candidate_pairs,
-    correlation_scorer,
-    cosine_scorer,
     matched_background,
     matched_strata,
     stratified_test,
 )
+from factvae.outputs.links import candidate_pairs, correlation_scorer, cosine_scorer
 
 
 def test_latent_kinds_and_joint_is_atac_then_rna(trained):
@@ -98,18 +96,22 @@ def test_benjamini_hochberg_matches_reference():
 def test_links_table(trained, sim):
     links = trained.infer_links(window=150_000, n_background=5000)
     assert list(links.columns) == [
-        "gene", "peak", "score", "zscore", "pvalue", "qvalue", "distance", "in_prior", "chrom",
-        "tss",
+        "gene", "peak", "score", "covariation", "activity", "contact", "abc", "zscore", "pvalue",
+        "qvalue", "zscore_cis", "pvalue_cis", "qvalue_cis", "distance", "in_prior", "modelled",
+        "chrom", "tss",
     ]  # fmt: skip
     prior = trained.g2p.matrix[
         trained.genes.get_indexer(links["gene"]), trained.peaks.get_indexer(links["peak"])
     ].A1
     np.testing.assert_array_equal(links["in_prior"].to_numpy(), prior > 0)
     assert 0 < links["in_prior"].sum() < len(links)
-    assert links["score"].between(-1 - 1e-9, 1 + 1e-9).all()  # a correlation
+    assert links["covariation"].between(-1 - 1e-9, 1 + 1e-9).all()  # a correlation
+    assert links["score"].between(0, 1).all()  # a share of the gene's contact, weighted
     assert links["distance"].abs().max() <= 150_000
-    assert links["pvalue"].between(0, 1).all() and links["qvalue"].between(0, 1).all()
-    assert (links["qvalue"] >= links["pvalue"] - 1e-12).all()
+    for test in ("", "_cis"):
+        p, q = links[f"pvalue{test}"], links[f"qvalue{test}"]
+        assert p.between(0, 1).all() and q.between(0, 1).all() and (q >= p - 1e-12).all()
+    assert links["modelled"].all()  # without rna=, only the modelled genes
     assert set(links["gene"]) <= set(trained.genes) and set(links["peak"]) <= set(trained.peaks)
     again = trained.infer_links(window=150_000, n_background=5000)
     pd.testing.assert_frame_equal(links, again)
@@ -188,8 +190,6 @@ def test_augmented_atac_streams_to_h5ad(trained, tmp_path, threshold):
 
 def test_qvalues_are_never_below_their_pvalues():
     """p * n / rank can round one ulp under p; the q-value is clipped to its p-value."""
-    from factvae.outputs.links import benjamini_hochberg
-
     pvalues = np.random.default_rng(0).uniform(size=20_000)
     naive = pvalues * len(pvalues) / len(pvalues)
     assert (naive < pvalues).any()  # the rounding this guards against happens here

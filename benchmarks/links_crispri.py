@@ -1,0 +1,291 @@
+"""Do the links find what CRISPRi finds? FactVAE's links on snare_hcellline (one default fit,
+seed 0; links for every gene detected in >= 1% of cells) scored against K562 CRISPRi
+enhancer-gene pairs (benchmarks/crispri/k562_pairs_snare.tsv). Writes
+benchmarks/results/links_crispri.{json,md} (``--heldout``: links_crispri_heldout.*).
+
+Development and tuning use the Gasperini2019 rows only; ``--heldout`` scores the other K562
+rows, kept back for one final check. A pair missing from a link table ranks last. Reported:
+AUROC and AUPRC of the default score, distance alone (closest first), a LinkPeaks-style
+correlation (Pearson over cells of log-normalised expression with accessibility counts) and
+the paper's cosine, with 95% bootstrap intervals over genes; AUROC within distance bins;
+coverage; links with q < 0.05 (ours, and the LinkPeaks-style test of the same pairs against
+the same other-chromosome background) and how enriched CRISPRi positives are among them.
+
+    .venv/bin/python benchmarks/links_crispri.py                  # ~5 min (fit ~3)
+    .venv/bin/python benchmarks/links_crispri.py --model /tmp/m   # reuse (or save) that fit
+    .venv/bin/python benchmarks/links_crispri.py --heldout        # the held-out rows, once
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from factvae import FactVAE  # noqa: E402
+from factvae.outputs.gene_loadings import log_normalised  # noqa: E402
+from factvae.outputs.link_tests import benjamini_hochberg, other_chromosome_test  # noqa: E402
+from snare_data import load_snare  # noqa: E402
+
+PAIRS = HERE / "crispri" / "k562_pairs_snare.tsv"
+DEVELOPMENT = "Gasperini2019"
+DISTANCE_BINS = ((0, 10_000), (10_000, 30_000), (30_000, 150_001))
+BOOTSTRAPS = 1_000
+MIN_DETECTION = 0.01
+
+
+class PearsonScorer:
+    """LinkPeaks' statistic for any (gene, peak) pairs: the Pearson correlation over cells of
+    log-normalised expression with accessibility counts, one gene at a time, sparsely."""
+
+    def __init__(self, expression: sp.csc_matrix, access: sp.csc_matrix) -> None:
+        self.expression, self.access, self.n = expression, access, expression.shape[0]
+        self.gene_mean, self.gene_sd = self._moments(expression)
+        self.peak_mean, self.peak_sd = self._moments(access)
+
+    def _moments(self, matrix: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray]:
+        mean = np.asarray(matrix.mean(axis=0)).ravel()
+        square = np.asarray(matrix.multiply(matrix).mean(axis=0)).ravel()
+        return mean, np.sqrt(np.maximum(square - mean**2, 0))
+
+    def __call__(self, genes: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(genes))
+        order = np.argsort(genes, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(genes[order]) != 0])
+        for rows in np.split(order, starts[1:]):
+            gene, cols = genes[rows[0]], peaks[rows]
+            column = self.expression[:, gene].toarray().ravel()
+            products = self.access[:, cols].T @ column / self.n
+            cov = products - self.gene_mean[gene] * self.peak_mean[cols]
+            scale = self.gene_sd[gene] * self.peak_sd[cols]
+            out[rows] = np.where(scale > 0, cov / np.where(scale > 0, scale, 1), 0.0)
+        return out
+
+
+def linkpeaks_style(model, rna, atac, links: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The LinkPeaks-style correlation of the links' pairs and its test against the same
+    gene with peaks of matched accessibility on other chromosomes (our ``pvalue``'s test)."""
+    expression = log_normalised(
+        sp.csr_matrix(rna.X[rna.obs_names.get_indexer(model.obs_names)]),
+        np.asarray(rna.X.sum(axis=1)).ravel()[rna.obs_names.get_indexer(model.obs_names)],
+    ).tocsc()
+    atac_rows = atac.obs_names.get_indexer(model.obs_names)
+    peak_cols = atac.var_names.get_indexer(model.peaks)
+    access = sp.csc_matrix(atac.X[atac_rows][:, peak_cols], dtype=np.float64)
+    scorer = PearsonScorer(expression, access)
+    genes = rna.var_names.get_indexer(links["gene"])
+    peaks = model.peaks.get_indexer(links["peak"])
+    score = scorer(genes, peaks)
+    gene_chrom = pd.Series(links["chrom"].to_numpy(), index=genes).groupby(level=0).first()
+    chrom_of_gene = np.zeros(rna.n_vars, dtype=object)
+    chrom_of_gene[gene_chrom.index] = gene_chrom.to_numpy()
+    codes = pd.factorize(np.concatenate([chrom_of_gene.astype(str), model.peak_coords["chrom"]]))[0]
+    detection = np.asarray((access > 0).mean(axis=0)).ravel()
+    _, pvalue = other_chromosome_test(
+        scorer, score, genes, peaks, codes[: rna.n_vars], codes[rna.n_vars :], detection,
+        np.random.default_rng(seed),
+    )  # fmt: skip
+    return pd.DataFrame({"score": score, "pvalue": pvalue, "qvalue": benjamini_hochberg(pvalue)})
+
+
+def ranked(table: pd.DataFrame, pairs: pd.DataFrame, column: str) -> np.ndarray:
+    """The column's value for each evaluation pair; pairs missing from the table rank last."""
+    values = table.set_index(["gene", "peak"])[column]
+    got = values.reindex(pd.MultiIndex.from_frame(pairs[["gene", "peak"]])).to_numpy(float)
+    return np.where(np.isnan(got), np.nanmin(values.to_numpy(float)) - 1, got)
+
+
+def metrics(labels: np.ndarray, score: np.ndarray, genes: np.ndarray, seed: int) -> dict:
+    """AUROC and AUPRC with 95% intervals from resampling genes (pairs of a gene together)."""
+    rng = np.random.default_rng(seed)
+    names, codes = np.unique(genes, return_inverse=True)
+    members = [np.flatnonzero(codes == k) for k in range(len(names))]
+    boot: dict[str, list[float]] = {"auroc": [], "auprc": []}
+    for _ in range(BOOTSTRAPS):
+        rows = np.concatenate([members[k] for k in rng.integers(len(names), size=len(names))])
+        if labels[rows].all() or not labels[rows].any():
+            continue
+        boot["auroc"].append(roc_auc_score(labels[rows], score[rows]))
+        boot["auprc"].append(average_precision_score(labels[rows], score[rows]))
+    out = {
+        "auroc": float(roc_auc_score(labels, score)),
+        "auprc": float(average_precision_score(labels, score)),
+    }
+    for name, values in boot.items():
+        out[f"{name}_ci"] = [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
+    return out
+
+
+def binned_auroc(labels: np.ndarray, score: np.ndarray, distance: np.ndarray) -> list:
+    """AUROC within each distance bin (None where a bin has one class only)."""
+    out = []
+    for low, high in DISTANCE_BINS:
+        inside = (distance >= low) & (distance < high)
+        both = labels[inside].any() and not labels[inside].all()
+        out.append(float(roc_auc_score(labels[inside], score[inside])) if both else None)
+    return out
+
+
+def fitted_model(path: str | None, rna, atac, genes) -> tuple[FactVAE, float | None]:
+    """One default fit, seed 0; loaded from ``path`` when saved there, else fitted (and saved
+    there when ``path`` is given)."""
+    if path and (Path(path) / "weights.pt").exists():
+        return FactVAE.load(path), None
+    started = time.perf_counter()
+    model = FactVAE(rna, atac, gene_annotation=genes).fit(seed=0, progress=False)
+    seconds = time.perf_counter() - started
+    if path:
+        model.save(path)
+    return model, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--heldout", action="store_true", help="score the held-out K562 rows")
+    parser.add_argument("--model", help="folder of a saved default fit to reuse (or save to)")
+    parser.add_argument("--name", default="links_crispri")
+    args = parser.parse_args()
+    rna, atac, genes = load_snare()
+    model, fit_seconds = fitted_model(args.model, rna, atac, genes)
+
+    started = time.perf_counter()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    links = model.infer_links(rna=rna, gene_annotation=genes)
+    link_seconds = time.perf_counter() - started
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cosine = model.infer_links(rna=rna, gene_annotation=genes, score="cosine")
+    linkpeaks = linkpeaks_style(model, rna, atac, links, seed=0)
+    tables = {
+        "FactVAE combined (default)": (links, "score"),
+        "distance alone (closest first)": (links.assign(near=-links["distance"].abs()), "near"),
+        "LinkPeaks-style correlation": (links.assign(r=linkpeaks["score"].to_numpy()), "r"),
+        "FactVAE cosine (paper)": (cosine, "score"),
+        "FactVAE correlation (co-variation alone)": (links, "covariation"),
+        "FactVAE abc (accessibility x contact share)": (links, "abc"),
+    }
+
+    truth = pd.read_csv(PAIRS, sep="\t")
+    chosen = truth["Dataset"] != DEVELOPMENT if args.heldout else truth["Dataset"] == DEVELOPMENT
+    pairs = truth[chosen].reset_index(drop=True)
+    labels = pairs["Regulated"].to_numpy(bool)
+    distance = pairs["abs_distance"].to_numpy()
+    scores = {}
+    for name, (table, column) in tables.items():
+        values = ranked(table, pairs, column)
+        scores[name] = {
+            **metrics(labels, values, pairs["gene"].to_numpy(), seed=0),
+            "auroc_by_distance": binned_auroc(labels, values, distance),
+        }
+
+    detection = pd.Series(
+        np.asarray((rna.X > 0).mean(axis=0)).ravel(), index=rna.var_names.astype(str)
+    )
+    detected = detection.reindex(pairs["gene"]).fillna(0).to_numpy() >= MIN_DETECTION
+    in_table = pd.MultiIndex.from_frame(pairs[["gene", "peak"]]).isin(
+        pd.MultiIndex.from_frame(links[["gene", "peak"]])
+    )
+    base_rate = labels.mean()
+
+    def significance(table: pd.DataFrame, column: str) -> dict:
+        q = ranked(table, pairs, column)
+        q = np.where(in_table, q, 1.0)
+        significant = (q < 0.05) & in_table
+        rate = labels[significant].mean() if significant.any() else float("nan")
+        return {
+            "links_q_below_0.05": int((table[column] < 0.05).sum()),
+            "evaluation_pairs_significant": int(significant.sum()),
+            "positives_significant": int((significant & labels).sum()),
+            "enrichment": float(rate / base_rate) if significant.any() else None,
+        }
+
+    result = {
+        "rows": "held-out K562 rows (not Gasperini2019)" if args.heldout else DEVELOPMENT,
+        "pairs": len(pairs),
+        "positives": int(labels.sum()),
+        "genes": int(pairs["gene"].nunique()),
+        "fit_seconds": fit_seconds,
+        "links": {
+            "pairs": len(links),
+            "genes": int(links["gene"].nunique()),
+            "modelled_genes": int(links.loc[links["modelled"], "gene"].nunique()),
+            "seconds": link_seconds,
+            "peak_rss_growth_mb": (rss_after - rss_before) / 1024,
+            "peak_rss_mb": rss_after / 1024,
+        },
+        "coverage": {
+            "positives_detected": int((labels & detected).sum()),
+            "positives_detected_in_table": int((labels & detected & in_table).sum()),
+            "share": float(
+                (labels & detected & in_table).sum() / max(int((labels & detected).sum()), 1)
+            ),
+            "pairs_in_table": int(in_table.sum()),
+        },
+        "scores": scores,
+        "significance": {
+            "FactVAE pvalue (other chromosomes)": significance(links, "qvalue"),
+            "FactVAE pvalue_cis (same distance)": significance(links, "qvalue_cis"),
+            "LinkPeaks-style (other chromosomes)": significance(
+                links[["gene", "peak"]].assign(q=linkpeaks["qvalue"]), "q"
+            ),
+        },
+    }
+    suffix = "_heldout" if args.heldout else ""
+    out = HERE / "results" / f"{args.name}{suffix}"
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    """The result as the tables the README quotes."""
+    bins = " | ".join(f"AUROC {a // 1000}-{b // 1000} kb" for a, b in DISTANCE_BINS)
+    lines = [
+        f"CRISPRi pairs: {result['rows']} ({result['pairs']} pairs, {result['positives']} "
+        f"positive, {result['genes']} genes); a pair missing from a table ranks last; 95% "
+        f"intervals from {BOOTSTRAPS} bootstraps over genes.",
+        "",
+        f"| score | AUROC | AUPRC | {bins} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, s in result["scores"].items():
+        by_bin = " | ".join("n/a" if v is None else f"{v:.3f}" for v in s["auroc_by_distance"])
+        lines.append(
+            f"| {name} | {s['auroc']:.3f} ({s['auroc_ci'][0]:.3f}-{s['auroc_ci'][1]:.3f}) | "
+            f"{s['auprc']:.3f} ({s['auprc_ci'][0]:.3f}-{s['auprc_ci'][1]:.3f}) | {by_bin} |"
+        )
+    c, k = result["coverage"], result["links"]
+    lines += [
+        "",
+        f"Coverage: {c['positives_detected_in_table']} of the {c['positives_detected']} "
+        f"positives whose gene is detected in >= 1% of cells are in the table "
+        f"({100 * c['share']:.0f}%); {c['pairs_in_table']} of {result['pairs']} pairs.",
+        f"Links: {k['pairs']:,} pairs for {k['genes']:,} genes ({k['modelled_genes']:,} "
+        f"modelled), in {k['seconds']:.1f} s; peak RSS {k['peak_rss_mb']:.0f} MB "
+        f"(+{k['peak_rss_growth_mb']:.0f} MB while linking).",
+        "",
+        "| test | links with q < 0.05 | evaluation pairs with q < 0.05 | of which positive | "
+        "enrichment of positives |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in result["significance"].items():
+        enrichment = "n/a" if s["enrichment"] is None else f"{s['enrichment']:.2f}x"
+        lines.append(
+            f"| {name} | {s['links_q_below_0.05']:,} | {s['evaluation_pairs_significant']} | "
+            f"{s['positives_significant']} | {enrichment} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Links for every gene, the combined ranking, and the two backgrounds of the tests."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import factvae
+from conftest import SMALL_SETTINGS
+from factvae import FactVAEInputError
+from factvae.data.counts import InMemoryRows
+from factvae.outputs.gene_loadings import ridge_loadings
+from factvae.outputs.link_tests import (
+    TRANS_ACCESSIBILITY_BINS,
+    other_chromosome_test,
+    quantile_bins,
+)
+from factvae.outputs.links import (
+    CONTACT_FLOOR,
+    candidate_pairs,
+    combined_score,
+    contact,
+    gene_share,
+)
+from factvae.settings import RUN_DEFAULTS
+
+
+@pytest.fixture(scope="module")
+def few_hvgs(sim) -> factvae.FactVAE:
+    """A model of 80 of the simulation's genes, so most genes are outside the modelled set."""
+    settings = {**SMALL_SETTINGS, "n_hvg": 80}
+    model = factvae.FactVAE(sim.rna, sim.atac, gene_annotation=sim.genes, **settings)
+    return model.fit(max_epochs=5, batch_size=64, progress=False, seed=0)
+
+
+def test_links_cover_every_detected_annotated_gene(few_hvgs, sim):
+    trained = few_hvgs
+    detected = pd.Series(np.asarray((sim.rna.X > 0).mean(axis=0)).ravel(), sim.rna.var_names)
+    wanted = set(detected.index[detected >= RUN_DEFAULTS.link_min_detection])
+    wanted &= set(sim.genes["gene_name"])
+    links = trained.infer_links(n_background=2000, rna=sim.rna)
+    linked = set(links["gene"])
+    assert len(wanted - set(trained.genes)) > 100  # there are unmodelled genes to cover
+    # every wanted gene with a peak in the window is linked, modelled or not
+    own = trained.infer_links(n_background=2000)
+    assert set(own["gene"]) < linked and len(linked) > 1.5 * len(set(own["gene"]))
+    assert linked <= wanted | set(trained.genes)
+    annotation = sim.genes.set_index("gene_name").loc[sorted(wanted)]
+    reachable = annotation.index[
+        candidate_pairs(annotation, trained.peak_coords, 150_000)["gene_idx"].unique()
+    ]
+    assert set(reachable) <= linked  # every wanted gene with a peak in the window
+    unmodelled = links.loc[~links["modelled"], "gene"]
+    assert len(unmodelled) and not unmodelled.isin(trained.genes).any()
+    assert links.loc[links["modelled"], "gene"].isin(trained.genes).all()
+    assert not links.loc[~links["modelled"], "in_prior"].any()  # never trained on them
+    # a modelled gene's pairs score the same with or without the other genes
+    mine = links[links["modelled"]].set_index(["gene", "peak"])["covariation"]
+    alone = own.set_index(["gene", "peak"])["covariation"]
+    np.testing.assert_allclose(mine.reindex(alone.index).to_numpy(), alone.to_numpy())
+
+
+def test_chosen_genes_and_refusals(few_hvgs, sim):
+    trained = few_hvgs
+    outside = [g for g in sim.rna.var_names if g not in trained.genes][:3]
+    chosen = [*outside, trained.genes[0]]
+    links = trained.infer_links(n_background=500, rna=sim.rna, genes=chosen)
+    assert set(links["gene"]) <= set(chosen) and set(outside) & set(links["gene"])
+    with pytest.raises(FactVAEInputError, match="pass rna="):
+        trained.infer_links(genes=outside)
+    with pytest.raises(FactVAEInputError, match="not features of rna"):
+        trained.infer_links(rna=sim.rna, genes=["no-such-gene"])
+    with pytest.raises(FactVAEInputError, match="lacks 10 of the model's cells"):
+        trained.infer_links(rna=sim.rna[10:], genes=chosen)
+
+
+def test_ridge_loadings_recover_a_gene_that_follows_the_latent():
+    """A gene whose log-normalised expression is a linear function of the latent gets that
+    direction back, from sparse counts read in blocks; an unrelated gene gets little."""
+    rng = np.random.default_rng(0)
+    cells, d = 2000, 3
+    latent = rng.standard_normal((cells, d))
+    direction = np.array([1.0, -0.5, 0.0])
+    rate = np.exp(1.0 + 0.8 * latent @ direction)
+    counts = np.column_stack([rng.poisson(rate), rng.poisson(2.0, cells)]).astype(np.float32)
+    totals = np.full(cells, 1e4)  # log-normalised = log1p(counts)
+    loadings = ridge_loadings(InMemoryRows(sp.csr_matrix(counts)), totals, latent)
+    cosine = loadings[0] @ direction / np.linalg.norm(loadings[0]) / np.linalg.norm(direction)
+    assert cosine > 0.98
+    assert np.linalg.norm(loadings[1]) < 0.05 * np.linalg.norm(loadings[0])
+
+
+def test_other_chromosome_background_is_off_chromosome_and_matched_on_accessibility():
+    rng = np.random.default_rng(0)
+    n_peaks = 3000
+    peak_chrom = rng.integers(0, 5, n_peaks)
+    accessibility = rng.beta(0.5, 5, n_peaks)
+    gene_chrom = np.array([0, 1, 2, 3])
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def scorer(genes: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+        calls.append((genes.copy(), peaks.copy()))
+        return accessibility[peaks] * 0  # constant null: only the draws matter here
+
+    genes = np.repeat(np.arange(4), 50)
+    peaks = np.concatenate([rng.choice(np.nonzero(peak_chrom == c)[0], 50) for c in range(4)])
+    other_chromosome_test(
+        scorer, np.ones(len(genes)), genes, peaks, gene_chrom, peak_chrom, accessibility, rng
+    )
+    drawn_genes = np.concatenate([c[0] for c in calls])
+    drawn_peaks = np.concatenate([c[1] for c in calls])
+    assert len(drawn_peaks) >= 200 * 4
+    assert (peak_chrom[drawn_peaks] != gene_chrom[drawn_genes]).all()
+    bins = quantile_bins(accessibility, TRANS_ACCESSIBILITY_BINS)
+    pair_bins = {(g, bins[p]) for g, p in zip(genes, peaks)}
+    assert {(g, bins[p]) for g, p in zip(drawn_genes, drawn_peaks)} <= pair_bins
+
+
+def test_other_chromosome_test_scores_against_the_genes_own_background():
+    """Gene 0 co-varies with everything (background mean 0.5, sd ~0.1), gene 1 with nothing:
+    the same 0.6 is unremarkable for gene 0 and stands out for gene 1."""
+    rng = np.random.default_rng(1)
+    n_peaks = 2000
+    peak_chrom = np.repeat([0, 1], n_peaks // 2)
+    noise = rng.standard_normal(n_peaks) * 0.1
+
+    def scorer(genes: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+        return np.where(genes == 0, 0.5, 0.0) + noise[peaks]
+
+    zscore, pvalue = other_chromosome_test(
+        scorer, np.array([0.6, 0.6]), np.array([0, 1]), np.array([3, 4]), np.array([0, 0]),
+        peak_chrom, np.zeros(n_peaks), rng,
+    )  # fmt: skip
+    assert 0.5 < zscore[0] < 1.5 and zscore[1] > 4.5
+    assert pvalue[1] < 1e-5 < pvalue[0]
+
+
+def test_contact_is_flat_near_the_tss_then_a_power_law():
+    d = np.array([0, -CONTACT_FLOOR, CONTACT_FLOOR, 10 * CONTACT_FLOOR, 100 * CONTACT_FLOOR])
+    c = contact(d)
+    np.testing.assert_allclose(c[:3], 1.0)
+    np.testing.assert_allclose(c[3] / c[4], 10**1.024)
+
+
+def test_combined_score_orders_a_hand_made_case():
+    """Gene 0: a near peak that co-varies, a near one that does not, a far one that does;
+    gene 1 has a single far peak, which is all of its neighbourhood."""
+    genes = np.array([0, 0, 0, 1])
+    distance = np.array([2_000, 4_000, 100_000, 100_000])
+    covariation = np.array([0.8, -0.8, 0.8, 0.0])
+    contacts = contact(distance)
+    share = gene_share(genes, contacts)
+    np.testing.assert_allclose(np.bincount(genes, weights=share), 1.0)
+    score = combined_score(genes, contacts, covariation)
+    np.testing.assert_allclose(score, share * (1 + covariation) / 2)
+    assert score[0] > score[1] > score[2]  # at the same distance co-variation decides
+    assert score[3] > score[0]  # a lone candidate holds its gene's whole share
