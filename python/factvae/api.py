@@ -2,83 +2,33 @@
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import math
-import os
-import platform
-from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
-from factvae import __version__
-from factvae.data.builds import warn_if_other_build
-from factvae.data.counts import InMemoryRows, RowSource
-from factvae.data.genomics import (
-    AnnotationLike,
-    harmonise_chromosomes,
-    peak_ranges,
-    read_gene_annotation,
-)
-from factvae.data.preprocessing import (
-    SCALE_CLIP,
-    LSIProjection,
-    PCAProjection,
-    atac_lsi,
-    highly_variable_genes,
-    log_library_size,
-    rna_pca,
-    standardise_rows,
-)
-from factvae.data.prior import GeneToPeak, coerce_g2p, gene_to_peak
-from factvae.data.validation import (
-    ModalityCounts,
-    align_columns,
-    align_features,
-    batch_labels,
-    batch_levels,
-    cell_names,
-    check_not_empty,
-    check_unique,
-    match_cells,
-    raw_counts,
-    reduction,
-)
-from factvae.errors import FactVAEInputError, TrainingDivergedError, TrainingInterrupted
+from factvae import building, mapping
+from factvae.data.genomics import AnnotationLike
+from factvae.errors import FactVAEInputError
+from factvae.io import model_files
+from factvae.io.model_files import ARRAYS_FILE, SETTINGS_FILE, WEIGHTS_FILE
 from factvae.io.mudata import MODALITIES as MUDATA_MODALITIES
-from factvae.io.mudata import is_mudata
-from factvae.io.mudata import modalities as mudata_modalities
-from factvae.io.persistence import (
-    load_arrays,
-    load_json,
-    load_torch,
-    save_arrays,
-    save_json,
-    save_torch,
-)
 from factvae.io.streaming import write_h5ad_chunks
-from factvae.model.network import Architecture, FactVAENetwork
 from factvae.outputs.augment import augment, augmented_chunks
 from factvae.outputs.gene_loadings import link_gene_loadings
 from factvae.outputs.latent import latent_means
 from factvae.outputs.links import LINK_SCORES, correlation_scorer, cosine_scorer, infer_links
-from factvae.settings import RUN_DEFAULTS, ModelSettings, auto_max_epochs, auto_patience
-from factvae.train.batches import TrainingData
-from factvae.train.checkpoints import CheckpointPolicy
-from factvae.train.devices import seed_everything, select_device
-from factvae.train.distributed import init_from_environment
-from factvae.train.trainer import Schedule, Trainer
+from factvae.settings import RUN_DEFAULTS
+from factvae.state import ModelState
+from factvae.train import fitting
+from factvae.train.fitting import check_positive_int
 
-SETTINGS_FILE, WEIGHTS_FILE, ARRAYS_FILE = "settings.json", "weights.pt", "arrays.npz"
+__all__ = ["ARRAYS_FILE", "SETTINGS_FILE", "WEIGHTS_FILE", "FactVAE"]
 
 
-class FactVAE:
+class FactVAE(ModelState):
     """FactVAE on paired single-cell RNA + ATAC counts (Wang et al.; paper Eq. 1-14).
 
     ``rna`` and ``atac`` are AnnData with the same cells (matched by name) and raw counts in
@@ -121,170 +71,11 @@ class FactVAE:
         modalities: tuple[str, str] = MUDATA_MODALITIES,
         **settings: Any,
     ) -> None:
-        if is_mudata(rna):
-            if atac is not None:
-                raise FactVAEInputError(
-                    "With a MuData, give no atac argument (its modalities are named by "
-                    "modalities=); pass the annotation as gene_annotation=."
-                )
-            rna, atac = mudata_modalities(rna, modalities)
-        elif atac is None:
-            raise FactVAEInputError(
-                "FactVAE needs the ATAC counts: FactVAE(rna, atac, ...) with two AnnData, or "
-                "FactVAE(mdata, ...) with a MuData holding both."
-            )
-        self.settings = ModelSettings.from_kwargs(settings, preset)
-        self.obs_names, atac_rows = match_cells(rna, atac)
-        keys = self.settings.batch_keys
-        self._batch_codes: np.ndarray | None = None
-        self.batch_levels = pd.Index([], dtype=object)
-        if keys:
-            labels = batch_labels(rna, keys, "rna", atac, atac_rows)
-            self.batch_levels = pd.Index(batch_levels(rna, keys, labels), dtype=object)
-            self._batch_codes = self.batch_levels.get_indexer(labels).astype(np.int64)
-        rna_counts = raw_counts(rna, "rna")
-        atac_counts = raw_counts(atac, "atac")
-        if not np.array_equal(atac_rows, np.arange(len(atac_rows))):
-            # in memory the only copy, and only when out of order; backed, a row index
-            atac_counts = atac_counts.permute_rows(atac_rows)
-        all_genes = pd.Index(rna.var_names.astype(str))
-        all_peaks = pd.Index(atac.var_names.astype(str))
-        check_unique(all_genes, "rna feature (gene)")
-        check_unique(all_peaks, "atac feature (peak)")
-        # what the model was built from: new cells' features outside these are reported
-        self.input_genes, self.input_peaks = all_genes, all_peaks
-        peak_coords_all = peak_ranges(atac.var)
-        rna_counts, genes_kept = check_not_empty(rna_counts, self.obs_names, all_genes, "rna")
-        atac_counts, self.peaks = check_not_empty(atac_counts, self.obs_names, all_peaks, "atac")
-        self.peak_coords = peak_coords_all.loc[self.peaks]
-        self.peak_detection: np.ndarray | None = atac_counts.detected / len(self.obs_names)
-        n_cells = len(self.obs_names)
-        self.settings.check_against_data(n_cells)
-
-        self.gene_coords_all = self._annotation(gene_annotation)
-        if check_build and self.gene_coords_all is not None:
-            annotated = self.gene_coords_all[self.gene_coords_all.index.isin(all_genes)]
-            warn_if_other_build(annotated, peak_coords_all, stacklevel=2)
-        gene_index = self._select_genes(rna_counts, genes_kept)
-        self.genes = genes_kept[gene_index]
-        self.gene_coords = (
-            self.gene_coords_all.reindex(self.genes) if self.gene_coords_all is not None else None
-        )
-        self.g2p = self._prior(g2p, all_genes, all_peaks)
-
-        s = self.settings
-        hvg_counts = rna_counts.counts.select_columns(gene_index).to_memory()  # cells x HVGs
-        if rna_rep is None:
-            clip = SCALE_CLIP if s.bounded_inputs else math.inf
-            rna_input, pca = rna_pca(
-                hvg_counts, rna_counts.cell_totals, s.n_components, s.preprocess_seed, clip,
-                projected=s.projected_inputs,
-            )  # fmt: skip
-        else:
-            rna_input, pca = reduction(rna_rep, rna, n_cells, np.arange(n_cells), "rna_rep"), None
-        if atac_rep is None:
-            atac_input, lsi = atac_lsi(
-                atac_counts.counts, s.n_components, s.preprocess_seed, s.projected_inputs
-            )
-        else:
-            atac_input = reduction(atac_rep, atac, n_cells, atac_rows, "atac_rep")
-            lsi = None
-        if s.bounded_inputs:  # LSI is standardised per cell already; a user's may not be
-            rna_input = standardise_rows(rna_input)
-            atac_input = standardise_rows(atac_input) if atac_rep is not None else atac_input
-        self.projections: dict[str, PCAProjection | LSIProjection | None] = {
-            "rna": pca,
-            "atac": lsi,
-        }
-        self._data: TrainingData | None = TrainingData(
-            rna_input,
-            atac_input,
-            InMemoryRows(hvg_counts),
-            atac_counts.counts,
-            log_library_size(rna_counts.cell_totals),
-            log_library_size(atac_counts.cell_totals),
-            self._batch_codes,
-            len(self.batch_levels),
-        )
-        self._no_data = ""
-        self._rna_rep, self._atac_rep = rna_input, atac_input
-        self._rna_log_library = self._data.rna_log_library
-        self._atac_log_library = self._data.atac_log_library
-        self.architecture = Architecture(
-            rna_input=rna_input.shape[1],
-            atac_input=atac_input.shape[1],
-            n_genes=len(self.genes),
-            n_peaks=len(self.peaks),
-            n_latent=s.n_latent,
-            rna_hidden=tuple(s.rna_hidden),
-            atac_hidden=tuple(s.atac_hidden),
-            dropout=s.dropout,
-            rna_likelihood=s.likelihood,
-            atac_likelihood=s.likelihood,
-            n_batches=len(self.batch_levels),
-            encode_batch=s.encode_batch,
-        )
-        self.network = FactVAENetwork(self.architecture, self.g2p.indices())
-        self.history: list[dict[str, float]] = []
-        self.training_summary: dict[str, Any] = {}
-        self.validation_cells = pd.Index([])
-        self.is_trained = False
-        self.device = torch.device("cpu")
-
-    # ---- construction helpers -------------------------------------------------------------
-    def _annotation(self, gene_annotation: AnnotationLike | None) -> pd.DataFrame | None:
-        if gene_annotation is None:
-            return None
-        genes = read_gene_annotation(gene_annotation)
-        return harmonise_chromosomes(genes, self.peak_coords)
-
-    def _select_genes(self, rna: ModalityCounts, genes: pd.Index) -> np.ndarray:
-        """Genes seen in >= min_cells cells (and annotated, when annotated), then the HVGs."""
-        s = self.settings
-        eligible = rna.detected >= s.min_cells
-        if self.gene_coords_all is not None:
-            annotated = genes.isin(self.gene_coords_all.index)
-            if not annotated.any():
-                raise FactVAEInputError(
-                    "No rna gene name appears in the gene annotation (for example "
-                    f"{genes[:3].tolist()} vs {self.gene_coords_all.index[:3].tolist()}); use an "
-                    "annotation keyed by the same gene symbols."
-                )
-            eligible &= annotated
-        candidates = np.nonzero(eligible)[0]
-        if len(candidates) < 2:
-            raise FactVAEInputError(
-                f"Only {len(candidates)} genes are detected in >= {s.min_cells} cells"
-                + (" and annotated" if self.gene_coords_all is not None else "")
-                + "; lower min_cells= or check the rna counts."
-            )
-        chosen = highly_variable_genes(rna.counts.select_columns(candidates), s.n_hvg)
-        return candidates[chosen]
-
-    def _prior(self, g2p: Any, all_genes: pd.Index, all_peaks: pd.Index) -> GeneToPeak:
-        if g2p is None:
-            if self.gene_coords is None:
-                raise FactVAEInputError(
-                    "FactVAE needs a gene-to-peak prior: pass gene_annotation= (a BED/GTF path or "
-                    "a frame with chrom, start, end, gene_name, strand) or g2p=."
-                )
-            frame = self.gene_coords.reset_index(names="gene_name")
-            prior = gene_to_peak(frame, self.peak_coords, upstream=self.settings.upstream)
-            prior = prior.subset(self.genes, self.peaks)
-        else:
-            if (sp.issparse(g2p) or isinstance(g2p, np.ndarray)) and g2p.shape == (
-                len(all_genes),
-                len(all_peaks),
-            ):
-                g2p = GeneToPeak(sp.csr_matrix(g2p, dtype=np.float32), all_genes, all_peaks)
-            prior = coerce_g2p(g2p, self.genes, self.peaks)
-        if prior.nnz == 0:
-            raise FactVAEInputError(
-                "No modelled gene's locus overlaps any peak, so the regulatory loss has no pairs. "
-                "Check that the gene annotation and the peaks use the same genome build and "
-                "chromosome names, or pass a g2p with pairs among the modelled genes."
-            )
-        return prior
+        building.build(
+            self, rna, atac, gene_annotation=gene_annotation, g2p=g2p, rna_rep=rna_rep,
+            atac_rep=atac_rep, preset=preset, check_build=check_build, modalities=modalities,
+            settings=settings,
+        )  # fmt: skip
 
     # ---- training -------------------------------------------------------------------------
     def fit(
@@ -322,149 +113,13 @@ class FactVAE:
         ``"bf16"`` runs the decoders' factor products in bf16 (on CUDA: autocast), ``"float32"``
         runs everything in float32, and ``"auto"`` picks bf16 on CPUs with native bf16 units.
         """
-        if self._data is None:
-            raise FactVAEInputError(
-                self._no_data
-                or "This model was loaded from disk without its training counts; build a new "
-                "FactVAE from the data to train again."
-            )
-        overrides = {
-            name: value
-            for name, value in (
-                ("max_epochs", max_epochs),
-                ("early_stopping", early_stopping),
-                ("validation_fraction", validation_fraction),
-                ("patience", patience),
-            )
-            if value is not None
-        }
-        settings = ModelSettings.from_kwargs({**self.settings.to_dict(), **overrides})
-        _check_positive_int(batch_size, "batch_size")
-        _check_positive_int(checkpoint_every, "checkpoint_every")
-        settings.check_against_data(len(self.obs_names))
-        self._check_batch_sizes(self._batch_codes, range(len(self.batch_levels)), batch_size)
-        self.device = select_device(device)
-        group = init_from_environment(self.device)
-        if group.active and self.device.type == "cuda":
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", group.rank)))
-        schedule = self._schedule(settings, seed)
-        seed_everything(seed)
-        self.network = FactVAENetwork(self.architecture, self.g2p.indices())
-        trainer = Trainer(
-            self.network,
-            settings.loss_weights(len(self.peaks)),
-            settings.optimiser(schedule.max_epochs),
-            self.device,
-            precision=precision,
-            group=group,
-        )
-        policy = (
-            CheckpointPolicy(
-                Path(checkpoint_dir),
-                checkpoint_every,
-                resume,
-                self._fingerprint(settings, schedule, batch_size, seed),
-            )
-            if checkpoint_dir
-            else None
-        )
-        if progress and group.rank == 0:
-            ranks = f", {group.world_size} processes" if group.active else ""
-            held_out = len(schedule.validation_cells)
-            patience = schedule.patience
-            stop = f", early stopping (patience {patience})" if schedule.early_stopping else ""
-            print(
-                f"FactVAE: training on {self.device} ({len(schedule.train_cells)} cells"
-                + (f", {held_out} held out for validation" if held_out else "")
-                + f"{ranks}, {trainer.precision} products), at most {schedule.max_epochs} "
-                f"epochs{stop}"
-            )
-        try:
-            trainer.fit(self._data, schedule, batch_size, seed, progress, policy)
-        except (TrainingDivergedError, TrainingInterrupted):
-            # the trainer restored the last good epoch: keep it usable (and resumable)
-            self._finish_training(trainer, schedule)
-            self.is_trained = trainer.epoch > 0
-            raise
-        self._finish_training(trainer, schedule)
-        self.is_trained = True
+        fitting.fit_model(
+            self, max_epochs=max_epochs, batch_size=batch_size, device=device, seed=seed,
+            progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+            resume=resume, precision=precision, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, patience=patience,
+        )  # fmt: skip
         return self
-
-    def _check_batch_sizes(
-        self, codes: np.ndarray | None, levels: Any, batch_size: int, what: str = "fit"
-    ) -> None:
-        """Every batch level (of ``levels``, codes) needs at least one minibatch of cells."""
-        if codes is None:
-            return
-        sizes = np.bincount(codes, minlength=len(self.batch_levels))
-        small = [f"{self.batch_levels[c]!r} ({sizes[c]} cells)" for c in levels
-                 if sizes[c] < batch_size]  # fmt: skip
-        if small:
-            raise FactVAEInputError(
-                f"batch level(s) {', '.join(small)} of batch_key={self.settings.batch_key!r} "
-                f"have fewer cells than one minibatch (batch_size={batch_size}), too few to "
-                "learn their offsets. Merge small levels into others or drop their cells, or "
-                f"call {what}() with a smaller batch_size=."
-            )
-
-    def _schedule(self, settings: ModelSettings, seed: int) -> Schedule:
-        """Training and validation cells (a seeded split), epochs and patience."""
-        n_cells = len(self.obs_names)
-        n_validation = settings.validation_cells(n_cells)
-        order = np.random.default_rng([seed, 2]).permutation(n_cells)
-        validation = np.sort(order[:n_validation])
-        train = np.sort(order[n_validation:]) if n_validation else np.arange(n_cells)
-        max_epochs = settings.max_epochs or auto_max_epochs(len(train))
-        return Schedule(
-            max_epochs=max_epochs,
-            train_cells=train,
-            validation_cells=validation,
-            early_stopping=settings.early_stopping,
-            patience=settings.patience or auto_patience(max_epochs),
-        )
-
-    def _fingerprint(
-        self, settings: ModelSettings, schedule: Schedule, batch_size: int, seed: int
-    ) -> dict[str, Any]:
-        """What a checkpoint of this fit depends on: the cells, features, prior and counts (by
-        digest), every setting, the schedule, batch size and seed."""
-        data = self._data
-        assert data is not None  # fit() refuses a loaded model before this
-        digest = hashlib.sha256()
-        for array in (data.rna_log_library, data.atac_log_library, *self.g2p.indices()):
-            digest.update(np.ascontiguousarray(array).tobytes())
-        batches = {}
-        if self._batch_codes is not None:
-            digest.update(self._batch_codes.tobytes())
-            batches = {"batch levels": [str(level) for level in self.batch_levels]}
-        return {
-            "cells": _names_digest(self.obs_names),
-            "genes": _names_digest(self.genes),
-            "peaks": _names_digest(self.peaks),
-            "counts and prior": digest.hexdigest(),
-            **settings.to_dict(),
-            "max_epochs": schedule.max_epochs,
-            "validation cells": _names_digest(self.obs_names[schedule.validation_cells]),
-            "batch_size": int(batch_size),
-            "seed": int(seed),
-            **batches,
-        }
-
-    def _finish_training(self, trainer: Trainer, schedule: Schedule) -> None:
-        """What the run did, kept on the model (and saved with it)."""
-        self.history = trainer.history
-        stopper = trainer.stopper
-        self.training_summary = {
-            "epochs": trainer.epoch,
-            "max_epochs": schedule.max_epochs,
-            "atac_recon_weight": trainer.weights.atac_recon,
-            "stopped_early": bool(stopper is not None and stopper.stopped),
-            "best_epoch": stopper.best_epoch if stopper and schedule.early_stopping else None,
-            "validation_cells": len(schedule.validation_cells),
-            "skipped_steps": trainer.skipped_steps,
-            "rollbacks": trainer.rollbacks,
-        }
-        self.validation_cells = self.obs_names[schedule.validation_cells]
 
     # ---- outputs --------------------------------------------------------------------------
     def _require_trained(self) -> None:
@@ -494,18 +149,7 @@ class FactVAE:
                 self.network, self._rna_rep, self._atac_rep, kind, self.device,
                 batch=self._batch_codes,
             )  # fmt: skip
-        if kind not in ("joint", "rna", "atac"):
-            raise FactVAEInputError(f"kind must be 'joint', 'rna' or 'atac', not {kind!r}.")
-        cells = self._new_cells(
-            rna, atac, kind in ("joint", "rna"), kind in ("joint", "atac"),
-            counts=False, labels=self.settings.encode_batch, what=f"get_latent({kind!r})",
-        )  # fmt: skip
-        codes = None
-        if self.settings.encode_batch:
-            codes = self._known_codes(cells.labels, "get_latent")
-        return latent_means(
-            self.network, cells.rna_rep, cells.atac_rep, kind, self.device, batch=codes
-        )
+        return mapping.embed(self, kind, rna, atac)
 
     def gene_embeddings(self) -> pd.DataFrame:
         """Genes x latent: the columns of the RNA decoder's factor matrix."""
@@ -539,7 +183,7 @@ class FactVAE:
         """
         self._require_trained()
         own, decoded_in = self._decoder_batches(batch)
-        _check_positive_int(chunk_size, "chunk_size")
+        check_positive_int(chunk_size, "chunk_size")
         if threshold is not None and not (isinstance(threshold, (int, float)) and threshold >= 0):
             raise FactVAEInputError(f"threshold must be a number >= 0, got {threshold!r}.")
         cell_rows = _positions(self.obs_names, cells, "cells")
@@ -618,7 +262,7 @@ class FactVAE:
         if score not in LINK_SCORES:
             raise FactVAEInputError(f"score must be one of {list(LINK_SCORES)}, not {score!r}.")
         annotation = (
-            self._annotation(gene_annotation)
+            building.gene_coordinates(gene_annotation, self.peak_coords)
             if gene_annotation is not None
             else self.gene_coords_all
         )
@@ -701,338 +345,21 @@ class FactVAE:
         atac=)`` embeds new cells directly.
         """
         self._require_trained()
-        if not self.settings.batch_keys:
-            raise FactVAEInputError(
-                "map_query learns the new batches of query cells, so it needs a model built "
-                "with batch_key=; this one has none. To embed new cells with this model as it "
-                "is, use get_latent(rna=..., atac=...)."
-            )
-        _check_positive_int(batch_size, "batch_size")
-        if max_epochs is not None:
-            _check_positive_int(max_epochs, "max_epochs")
-        cells = self._new_cells(rna, atac, True, True, counts=True, labels=True,
-                                what="map_query")  # fmt: skip
-        assert cells.labels is not None
-        query_levels = batch_levels(rna, self.settings.batch_keys, cells.labels)
-        new_levels = [level for level in query_levels if level not in self.batch_levels]
-        mapped = self._mapped_copy(cells, new_levels)
-        n_reference = len(self.batch_levels)
-        mapped._check_batch_sizes(
-            mapped._batch_codes, range(n_reference, len(mapped.batch_levels)), batch_size,
-            "map_query",
+        return mapping.map_query(
+            self, rna, atac, max_epochs=max_epochs, batch_size=batch_size, seed=seed,
+            progress=progress, device=device, precision=precision,
         )  # fmt: skip
-        overrides: dict[str, Any] = {} if max_epochs is None else {"max_epochs": max_epochs}
-        if 0 < self.settings.validation_cells(len(cells.obs_names)) < 2:
-            overrides["validation_fraction"] = 0.0  # too few query cells to hold any out
-        settings = ModelSettings.from_kwargs({**self.settings.to_dict(), **overrides})
-        schedule = mapped._schedule(settings, seed)
-        data, mapped._data = mapped._data, None  # a mapped model cannot be fit() again
-        assert data is not None
-        mapped.device = select_device(device)
-        mapped.network.to(mapped.device)
-        if not new_levels:
-            mapped.training_summary = {**mapped.training_summary, "epochs": 0}
-            return mapped
-        seed_everything(seed)
-        handles = mapped.network.train_only_batches_from(n_reference)
-        try:
-            trainer = Trainer(
-                mapped.network,
-                settings.loss_weights(len(mapped.peaks)),
-                settings.optimiser(schedule.max_epochs),
-                mapped.device,
-                precision=precision,
-                trainable=mapped.network.trainable_parameters(),
-                ssa=False,
-            )
-            if progress:
-                print(
-                    f"FactVAE: mapping {len(cells.obs_names)} query cells on {mapped.device}: "
-                    f"training {len(new_levels)} new batch level(s) {new_levels[:5]}, the rest "
-                    f"frozen, at most {schedule.max_epochs} epochs"
-                )
-            trainer.fit(data, schedule, batch_size, seed, progress)
-        finally:
-            mapped.network.unfreeze(handles)
-        summary = mapped.training_summary
-        mapped._finish_training(trainer, schedule)
-        mapped.training_summary.update(summary)
-        return mapped
-
-    def _mapped_copy(self, cells: _NewCells, new_levels: list[str]) -> FactVAE:
-        """A model of the query ``cells`` that shares this one's features, prior and
-        preprocessing, with a copy of its network grown by ``new_levels`` (nothing of this
-        model is changed, and nothing mutable is shared)."""
-        mapped = FactVAE.__new__(FactVAE)
-        shared = ("settings", "genes", "peaks", "peak_coords", "peak_detection", "gene_coords",
-                  "gene_coords_all", "g2p", "input_genes", "input_peaks")  # fmt: skip
-        for name in shared:  # never changed in place, by either model
-            setattr(mapped, name, getattr(self, name))
-        mapped.projections = dict(self.projections)
-        mapped.batch_levels = pd.Index([*self.batch_levels, *new_levels], dtype=object)
-        assert cells.labels is not None
-        mapped._batch_codes = mapped.batch_levels.get_indexer(cells.labels).astype(np.int64)
-        mapped.obs_names = cells.obs_names
-        assert cells.rna_rep is not None and cells.atac_rep is not None
-        mapped._rna_rep, mapped._atac_rep = cells.rna_rep, cells.atac_rep
-        assert cells.rna_log_library is not None and cells.atac_log_library is not None
-        mapped._rna_log_library, mapped._atac_log_library = (
-            cells.rna_log_library, cells.atac_log_library,
-        )  # fmt: skip
-        if new_levels:
-            mapped.network = self.network.with_new_batches(len(new_levels))
-        else:
-            mapped.network = copy.deepcopy(self.network)
-        mapped.architecture = mapped.network.arch
-        assert cells.rna_counts is not None and cells.atac_counts is not None
-        mapped._data = TrainingData(
-            cells.rna_rep, cells.atac_rep, cells.rna_counts, cells.atac_counts,
-            cells.rna_log_library, cells.atac_log_library, mapped._batch_codes,
-            len(mapped.batch_levels),
-        )  # fmt: skip
-        mapped._no_data = (
-            "This model was made by map_query: only its new batch levels were trained, on "
-            "query cells. To train every parameter, build a FactVAE on the reference and query "
-            "cells together (with batch_key=) and fit it."
-        )
-        mapped.history = []
-        mapped.training_summary = {
-            "mapped_query": True,
-            "reference_batch_levels": [str(level) for level in self.batch_levels],
-            "new_batch_levels": list(new_levels),
-        }
-        mapped.validation_cells = pd.Index([])
-        mapped.is_trained = True
-        mapped.device = self.device
-        return mapped
-
-    def _new_cells(
-        self,
-        rna: Any,
-        atac: Any,
-        need_rna: bool,
-        need_atac: bool,
-        counts: bool,
-        labels: bool,
-        what: str,
-    ) -> _NewCells:
-        """New cells' encoder inputs through the preprocessing saved at fit time, their
-        features matched to the model's by name; with ``counts``, also their aligned counts
-        and size factors; with ``labels``, their batch labels."""
-        for given, needed, name in ((rna, need_rna, "rna"), (atac, need_atac, "atac")):
-            if needed and given is None:
-                raise FactVAEInputError(
-                    f"{what} needs the new cells' {name} counts: pass {name}= (an AnnData of "
-                    "raw counts)."
-                )
-        atac_rows = None
-        if rna is not None and atac is not None:
-            obs_names, atac_rows = match_cells(rna, atac)
-        else:
-            obs_names = cell_names(rna if rna is not None else atac,
-                                   "rna" if rna is not None else "atac")  # fmt: skip
-        cells = _NewCells(obs_names)
-        if labels:
-            keys = self.settings.batch_keys
-            primary, name = (rna, "rna") if rna is not None else (atac, "atac")
-            other = atac if rna is not None else None
-            cells.labels = batch_labels(primary, keys, name, other, atac_rows)
-        if need_rna or (counts and rna is not None):
-            pca = self.projections.get("rna")
-            if pca is None:
-                raise FactVAEInputError(
-                    "This model was built on a precomputed rna_rep, so it cannot compute the "
-                    "RNA input of new cells from their counts; build it from the counts "
-                    "(without rna_rep=) to map new cells."
-                )
-            modality = raw_counts(rna, "rna")
-            positions = align_features(
-                pd.Index(rna.var_names.astype(str)), self.genes, self.input_genes, "rna", "gene"
-            )
-            aligned = modality.counts.map(partial(align_columns, positions=positions))
-            assert isinstance(pca, PCAProjection)
-            rep = pca.project(aligned, modality.cell_totals)
-            cells.rna_rep = standardise_rows(rep) if self.settings.bounded_inputs else rep
-            if counts:
-                cells.rna_counts = InMemoryRows(aligned.to_memory())
-                cells.rna_log_library = _log_library(modality.cell_totals, obs_names, "rna")
-        if need_atac or (counts and atac is not None):
-            lsi = self.projections.get("atac")
-            if lsi is None:
-                raise FactVAEInputError(
-                    "This model was built on a precomputed atac_rep, so it cannot compute the "
-                    "ATAC input of new cells from their counts; build it from the counts "
-                    "(without atac_rep=) to map new cells."
-                )
-            modality = raw_counts(atac, "atac")
-            if atac_rows is not None and not np.array_equal(atac_rows, np.arange(len(atac_rows))):
-                modality = modality.permute_rows(atac_rows)
-            positions = align_features(
-                pd.Index(atac.var_names.astype(str)), self.peaks, self.input_peaks, "atac",
-                "peak",
-            )  # fmt: skip
-            aligned = modality.counts.map(partial(align_columns, positions=positions))
-            assert isinstance(lsi, LSIProjection)
-            cells.atac_rep = lsi.project(aligned)
-            if counts:
-                cells.atac_counts = aligned
-                cells.atac_log_library = _log_library(modality.cell_totals, obs_names, "atac")
-        return cells
-
-    def _known_codes(self, labels: np.ndarray | None, what: str) -> np.ndarray:
-        """Codes of batch labels that must all be levels of this model."""
-        assert labels is not None
-        codes = self.batch_levels.get_indexer(labels)
-        if (codes < 0).any():
-            unknown = sorted(set(labels[codes < 0]))
-            raise FactVAEInputError(
-                f"{what}: batch level(s) {unknown[:5]} of the new cells are not levels of this "
-                f"model ({list(self.batch_levels)[:10]}), and its encoders read the batch "
-                "(encode_batch=True). Learn them first with map_query(), which returns a model "
-                "that knows them."
-            )
-        return codes.astype(np.int64)
 
     # ---- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write weights, settings, feature names, projections and versions to a folder."""
         self._require_trained()
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_torch(folder / WEIGHTS_FILE, self.network.state_dict())
-        arrays: dict[str, np.ndarray] = {
-            "obs_names": self.obs_names.to_numpy(dtype=str),
-            "genes": self.genes.to_numpy(dtype=str),
-            "peaks": self.peaks.to_numpy(dtype=str),
-            "peak_chrom": self.peak_coords["chrom"].to_numpy(dtype=str),
-            "peak_start": self.peak_coords["start"].to_numpy(),
-            "peak_end": self.peak_coords["end"].to_numpy(),
-            "rna_rep": self._rna_rep,
-            "atac_rep": self._atac_rep,
-            "rna_log_library": self._rna_log_library,
-            "atac_log_library": self._atac_log_library,
-            "g2p_rows": self.g2p.indices()[0],
-            "g2p_cols": self.g2p.indices()[1],
-            "input_genes": self.input_genes.to_numpy(dtype=str),
-            "input_peaks": self.input_peaks.to_numpy(dtype=str),
-        }
-        if self._batch_codes is not None:
-            arrays["batch_levels"] = self.batch_levels.to_numpy(dtype=str)
-            arrays["batch_codes"] = self._batch_codes
-        if self.peak_detection is not None:
-            arrays["peak_detection"] = self.peak_detection
-        if self.gene_coords is not None:
-            arrays.update(
-                gene_chrom=self.gene_coords["chrom"].fillna("").to_numpy(dtype=str),
-                gene_start=self.gene_coords["start"].fillna(-1).to_numpy(dtype=np.int64),
-                gene_end=self.gene_coords["end"].fillna(-1).to_numpy(dtype=np.int64),
-                gene_strand=self.gene_coords["strand"].fillna("+").to_numpy(dtype=str),
-            )
-        for name, projection in self.projections.items():
-            if projection is not None:
-                for key, value in asdict(projection).items():
-                    arrays[f"{name}_projection_{key}"] = np.asarray(value)
-        save_arrays(folder / ARRAYS_FILE, arrays)
-        save_json(
-            folder / SETTINGS_FILE,
-            {
-                "settings": self.settings.to_dict(),
-                "architecture": asdict(self.architecture),
-                "history": self.history,
-                "training_summary": self.training_summary,
-                "versions": {
-                    "factvae": __version__,
-                    "torch": torch.__version__,
-                    "numpy": np.__version__,
-                    "python": platform.python_version(),
-                },
-            },
-        )
-        return folder
+        return model_files.save_model(self, Path(path))
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> FactVAE:
         """A trained model from ``save``; gives the same outputs. Never unpickles objects."""
-        folder = Path(path)
-        for name in (SETTINGS_FILE, WEIGHTS_FILE, ARRAYS_FILE):
-            if not (folder / name).exists():
-                raise FactVAEInputError(
-                    f"{folder} is not a saved FactVAE model ({name} is missing)."
-                )
-        meta = load_json(folder / SETTINGS_FILE)
-        arrays = load_arrays(folder / ARRAYS_FILE)
-        model = cls.__new__(cls)
-        model.settings = ModelSettings.from_kwargs(meta["settings"])
-        arch = dict(meta["architecture"])
-        arch["rna_hidden"], arch["atac_hidden"] = (
-            tuple(arch["rna_hidden"]),
-            tuple(arch["atac_hidden"]),
-        )
-        arch.setdefault("n_batches", 0)  # saved before batch covariates existed
-        arch.setdefault("encode_batch", False)
-        model.architecture = Architecture(**arch)
-        model.history = meta["history"]
-        model.training_summary = meta.get("training_summary", {})
-        model.validation_cells = pd.Index([])
-        model.obs_names = pd.Index(arrays["obs_names"])
-        model.genes = pd.Index(arrays["genes"])
-        model.peaks = pd.Index(arrays["peaks"])
-        # older saves lack them: every unused feature of new cells is then reported
-        model.input_genes = pd.Index(arrays.get("input_genes", model.genes))
-        model.input_peaks = pd.Index(arrays.get("input_peaks", model.peaks))
-        levels = [str(level) for level in arrays.get("batch_levels", [])]
-        model.batch_levels = pd.Index(levels, dtype=object)
-        model._batch_codes = arrays.get("batch_codes")
-        model.peak_coords = pd.DataFrame(
-            {
-                "chrom": arrays["peak_chrom"],
-                "start": arrays["peak_start"],
-                "end": arrays["peak_end"],
-            },
-            index=model.peaks,
-        )
-        if "gene_chrom" in arrays:
-            coords = pd.DataFrame(
-                {
-                    "chrom": arrays["gene_chrom"],
-                    "start": arrays["gene_start"],
-                    "end": arrays["gene_end"],
-                    "strand": arrays["gene_strand"],
-                },
-                index=model.genes,
-            )
-            model.gene_coords = coords[coords["start"] >= 0].reindex(model.genes)
-        else:
-            model.gene_coords = None
-        model.gene_coords_all = model.gene_coords
-        # older saves lack it: their links are then matched on distance alone
-        model.peak_detection = arrays.get("peak_detection")
-        model.g2p = GeneToPeak(
-            sp.csr_matrix(
-                (
-                    np.ones(len(arrays["g2p_rows"]), dtype=np.float32),
-                    (arrays["g2p_rows"], arrays["g2p_cols"]),
-                ),
-                shape=(len(model.genes), len(model.peaks)),
-            ),
-            model.genes,
-            model.peaks,
-        )
-        model.network = FactVAENetwork(model.architecture, model.g2p.indices())
-        model.network.load_state_dict(load_torch(folder / WEIGHTS_FILE))
-        model.device = select_device(device)
-        model.network.to(model.device)
-        model._rna_rep, model._atac_rep = arrays["rna_rep"], arrays["atac_rep"]
-        model._rna_log_library = arrays["rna_log_library"]
-        model._atac_log_library = arrays["atac_log_library"]
-        model.projections = {
-            "rna": _projection(arrays, "rna", PCAProjection),
-            "atac": _projection(arrays, "atac", LSIProjection),
-        }
-        model._data = None
-        model._no_data = ""
-        model.is_trained = True
-        return model
+        return model_files.load_model(cls, Path(path), device)
 
     def __repr__(self) -> str:
         state = f"trained {len(self.history)} epochs" if self.is_trained else "not trained"
@@ -1042,47 +369,6 @@ class FactVAE:
             f"peaks, {self.g2p.nnz} prior pairs, latent {self.architecture.n_latent}{batches}; "
             f"{state})"
         )
-
-
-@dataclass
-class _NewCells:
-    """New cells as the model sees them (see ``FactVAE._new_cells``)."""
-
-    obs_names: pd.Index
-    labels: np.ndarray | None = None
-    rna_rep: np.ndarray | None = None
-    atac_rep: np.ndarray | None = None
-    rna_counts: RowSource | None = None
-    atac_counts: RowSource | None = None
-    rna_log_library: np.ndarray | None = None
-    atac_log_library: np.ndarray | None = None
-
-
-def _log_library(totals: np.ndarray, cells: pd.Index, what: str) -> np.ndarray:
-    """Size factors of new cells; a cell without counts has none."""
-    if (totals == 0).any():
-        raise FactVAEInputError(
-            f"{int((totals == 0).sum())} new cells have no {what} counts (for example "
-            f"{cells[totals == 0][:3].tolist()}); remove them first (their library size is zero)."
-        )
-    return log_library_size(totals)
-
-
-def _projection(arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:
-    prefix = f"{name}_projection_"
-    values: dict[str, Any] = {
-        k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)
-    }
-    if not values:
-        return None
-    for key in ("target_sum", "clip"):
-        if key in values:
-            values[key] = float(values[key])
-    return kind(**values)
-
-
-def _names_digest(names: pd.Index) -> str:
-    return hashlib.sha256("\n".join(map(str, names)).encode()).hexdigest()
 
 
 def _latent_names(n: int) -> list[str]:
@@ -1107,8 +393,3 @@ def _positions(index: pd.Index, chosen: Any, what: str) -> np.ndarray:
         missing = values[positions < 0][:3].tolist()
         raise FactVAEInputError(f"Unknown {what}: {missing} are not in the model.")
     return positions
-
-
-def _check_positive_int(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise FactVAEInputError(f"{name} must be a positive integer, got {value!r}.")

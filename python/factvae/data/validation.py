@@ -50,6 +50,10 @@ def _check_anndata(adata: object, name: str) -> None:
         )
 
 
+# The stack levels below count a frame for the module doing FactVAE's work (factvae.building,
+# factvae.mapping), so a warning points where it did when api.py did that work itself.
+
+
 def raw_counts(adata: object, name: str) -> ModalityCounts:
     """Raw counts from ``layers['counts']`` when present, else ``.X``, validated a block at a time.
 
@@ -68,7 +72,7 @@ def raw_counts(adata: object, name: str) -> ModalityCounts:
             f"{name} is opened backed, but its counts come from {where}, which anndata holds in "
             "memory; store the raw counts in .X to train without loading them.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     counts = _row_source(source, where)
     totals = np.empty(counts.shape[0])
@@ -83,7 +87,7 @@ def raw_counts(adata: object, name: str) -> ModalityCounts:
             f"{where} holds non-integer values; FactVAE models raw counts and will use them as "
             "given. If these are normalised data, pass the raw counts instead.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return ModalityCounts(counts, totals, detected)
 
@@ -100,7 +104,7 @@ def _row_source(source: object, where: str) -> RowSource:
             "CSR: adata = anndata.read_h5ad(path); adata.X = scipy.sparse.csr_matrix(adata.X); "
             "adata.write_h5ad(path).",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
         source = source[:]
     if sp.issparse(source):
@@ -212,7 +216,7 @@ def check_not_empty(
             f"{int((detected == 0).sum())} {what} features have no counts in any cell (for "
             f"example {features[detected == 0][:3].tolist()}); they are left out of the model.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         keep = np.nonzero(detected > 0)[0]
         return counts.select_columns(keep), features[keep]
@@ -344,7 +348,7 @@ def align_features(
             "name; the more that match, the closer the cells land to where the model would "
             "have put them.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return positions
 

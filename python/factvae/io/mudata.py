@@ -12,7 +12,7 @@ Written by :func:`add_results` (the one function here that changes the MuData it
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -20,12 +20,19 @@ import scipy.sparse as sp
 
 from factvae.errors import FactVAEInputError
 
-if TYPE_CHECKING:
-    from factvae.api import FactVAE
-
 MODALITIES = ("rna", "atac")  # scverse's (muon's) usual names
 EMBEDDING_KEYS = {"joint": "X_factvae", "rna": "X_factvae_rna", "atac": "X_factvae_atac"}
 LINKS_KEY, AUGMENTED_LAYER = "factvae_links", "factvae_augmented"
+
+
+class TrainedModel(Protocol):
+    """What :func:`add_results` reads of a trained ``FactVAE``, named here so that this module,
+    which ``factvae.api`` imports, need not import it back."""
+
+    obs_names: pd.Index
+    peaks: pd.Index
+
+    def get_latent(self, kind: str = ...) -> np.ndarray: ...
 
 
 def is_mudata(value: Any) -> bool:
@@ -58,7 +65,7 @@ def _modality(mdata: Any, name: str) -> Any:
 
 def add_results(
     mdata: Any,
-    model: FactVAE,
+    model: TrainedModel,
     links: pd.DataFrame | None = None,
     augmented: sp.spmatrix | None = None,
     atac_modality: str = MODALITIES[1],
@@ -88,7 +95,7 @@ def add_results(
         atac.layers[AUGMENTED_LAYER] = _in_modality_order(sp.csr_matrix(augmented), model, atac)
 
 
-def _in_modality_order(values: sp.csr_matrix, model: FactVAE, atac: Any) -> sp.csr_matrix:
+def _in_modality_order(values: sp.csr_matrix, model: TrainedModel, atac: Any) -> sp.csr_matrix:
     """Cells x model peaks -> the modality's cells x peaks, by name, without densifying."""
     cell_rows = pd.Index(model.obs_names).get_indexer(pd.Index(atac.obs_names.astype(str)))
     peak_columns = pd.Index(atac.var_names.astype(str)).get_indexer(model.peaks)

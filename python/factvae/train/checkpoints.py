@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from factvae.errors import FactVAEInputError
 from factvae.io.persistence import load_torch, save_torch
 
-if TYPE_CHECKING:
-    from factvae.train.trainer import Trainer
-
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class Resumable(Protocol):
+    """What a checkpoint saves and restores: the trainer's side, named here so that this module
+    need not import the trainer, which imports it."""
+
+    def state(self, rng: np.random.Generator) -> dict: ...
+
+    def load_state(self, state: dict) -> np.random.Generator: ...
 
 
 @dataclass
@@ -37,10 +43,10 @@ class CheckpointPolicy:
     def due(self, epoch: int, max_epochs: int) -> bool:
         return epoch % self.every == 0 or epoch == max_epochs
 
-    def save(self, trainer: Trainer, rng: np.random.Generator) -> None:
+    def save(self, trainer: Resumable, rng: np.random.Generator) -> None:
         save_torch(self.path, {**trainer.state(rng), "fingerprint": self.fingerprint})
 
-    def restore(self, trainer: Trainer, rng: np.random.Generator) -> np.random.Generator:
+    def restore(self, trainer: Resumable, rng: np.random.Generator) -> np.random.Generator:
         """The trainer's state from the checkpoint when resuming and one exists; else ``rng``."""
         if not (self.resume and self.path.exists()):
             return rng

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,12 +17,10 @@ from factvae.model.terms import LossWeights
 from factvae.train import interrupts
 from factvae.train.allocator import reuse_freed_memory
 from factvae.train.batches import TrainingData, make_batch, minibatches
+from factvae.train.checkpoints import CheckpointPolicy
 from factvae.train.devices import resolve_precision
 from factvae.train.distributed import ProcessGroup
 from factvae.train.progress import EpochReporter
-
-if TYPE_CHECKING:
-    from factvae.train.checkpoints import CheckpointPolicy
 
 
 @dataclass(frozen=True)
@@ -43,7 +40,8 @@ MAX_ROLLBACKS = 3  # roll-backs in a row before training gives up
 
 @dataclass(frozen=True)
 class Schedule:
-    """How long to train, on which cells, and when to stop (resolved by ``FactVAE.fit``)."""
+    """How long to train, on which cells, and when to stop (resolved by
+    :func:`factvae.train.fitting.training_schedule`)."""
 
     max_epochs: int
     train_cells: np.ndarray
