@@ -39,17 +39,19 @@ def random_genome(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]
 
 def main() -> None:
     sys.path.insert(0, str(HERE))
-    from factvae.outputs.links import infer_links
+    from factvae.outputs.links import cosine_scorer, infer_links
     from scale import memory_kb, reset_peak_memory
 
     rng = np.random.default_rng(0)
     genes, peaks = random_genome(rng)
-    gene_emb = pd.DataFrame(rng.standard_normal((len(genes), LATENT)), index=genes.index)
-    peak_emb = pd.DataFrame(rng.standard_normal((len(peaks), LATENT)), index=peaks.index)
+    scorer = cosine_scorer(
+        rng.standard_normal((len(genes), LATENT)), rng.standard_normal((len(peaks), LATENT))
+    )
+    accessibility = rng.uniform(0.001, 0.2, len(peaks))  # each peak's share of cells
     before = memory_kb("VmRSS")
     reset_peak_memory()
     start = time.perf_counter()
-    links = infer_links(gene_emb, peak_emb, genes, peaks, 150_000, 100_000, 0)
+    links = infer_links(scorer, genes, peaks, 150_000, 100_000, 0, accessibility=accessibility)
     seconds = time.perf_counter() - start
     added_mb = (memory_kb("VmHWM") - before) / 1024
     dense_gb = len(genes) * len(peaks) * 8 / 1e9

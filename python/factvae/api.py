@@ -147,7 +147,7 @@ class FactVAE(ModelState):
         if rna is None and atac is None:
             return latent_means(
                 self.network, self._rna_rep, self._atac_rep, kind, self.device,
-                batch=self._batch_codes,
+                batch=self._batch_codes, atac_scale=self.joint_atac_scale,
             )  # fmt: skip
         return mapping.embed(self, kind, rna, atac)
 

@@ -171,6 +171,7 @@ def build(
     model.network = FactVAENetwork(model.architecture, model.g2p.indices())
     model.history = []
     model.training_summary = {}
+    model.joint_atac_scale = 1.0
     model.validation_cells = pd.Index([])
     model.is_trained = False
     model.device = torch.device("cpu")

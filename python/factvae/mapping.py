@@ -72,8 +72,9 @@ def embed(model: ModelState, kind: str, rna: Any, atac: Any) -> np.ndarray:
     if model.settings.encode_batch:
         codes = _known_codes(model, cells.labels, "get_latent")
     return latent_means(
-        model.network, cells.rna_rep, cells.atac_rep, kind, model.device, batch=codes
-    )
+        model.network, cells.rna_rep, cells.atac_rep, kind, model.device, batch=codes,
+        atac_scale=model.joint_atac_scale,
+    )  # fmt: skip
 
 
 def map_query(
@@ -148,7 +149,8 @@ def _mapped_copy(model: Model, cells: _NewCells, new_levels: list[str]) -> Model
     is changed, and nothing mutable is shared)."""
     mapped = type(model).__new__(type(model))
     shared = ("settings", "genes", "peaks", "peak_coords", "peak_detection", "gene_coords",
-              "gene_coords_all", "g2p", "input_genes", "input_peaks")  # fmt: skip
+              "gene_coords_all", "g2p", "input_genes", "input_peaks",
+              "joint_atac_scale")  # fmt: skip
     for name in shared:  # never changed in place, by either model
         setattr(mapped, name, getattr(model, name))
     mapped.projections = dict(model.projections)

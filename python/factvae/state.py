@@ -43,6 +43,7 @@ class ModelState:
     _atac_log_library: np.ndarray
     architecture: Architecture
     network: FactVAENetwork
+    joint_atac_scale: float  # the ATAC half's factor in the joint embedding (1: concatenated)
     history: list[dict[str, float]]
     training_summary: dict[str, Any]
     validation_cells: pd.Index

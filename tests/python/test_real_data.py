@@ -27,15 +27,25 @@ def snare_model(snare):
     return model.fit(seed=0, progress=False)
 
 
-def test_the_defaults_stop_by_themselves_and_cluster_the_cell_lines(snare):
-    """The default schedule: 10% held out, early stopping, at most 200 epochs here."""
+def test_the_defaults_stop_by_themselves_and_every_output_beats_its_baseline(snare):
+    """The default schedule: 10% held out, early stopping, at most 200 epochs here. Issue 23's
+    bars on this set (seed 0 measured 0.983 / 0.972 / 0.907, augmented LSI 0.87 vs raw 0.74):
+    the joint embedding at least its RNA half, an ATAC half that learnt the lines from the RNA,
+    and an augmented ATAC that clusters better than the raw counts under the same LSI."""
     rna, atac, genes = snare
     model = factvae.FactVAE(rna, atac, gene_annotation=genes).fit(seed=0, progress=False)
     summary = model.training_summary
     assert summary["max_epochs"] == 200 and summary["validation_cells"] == 105
     assert len(model.history) <= 200 and summary["skipped_steps"] == 0
     labels = rna.obs["cell_type"].to_numpy()
-    assert _ari(model.get_latent("joint"), labels) >= 0.94
+    joint, rna_half = (_ari(model.get_latent(kind), labels) for kind in ("joint", "rna"))
+    assert joint >= 0.97 and joint >= rna_half, (joint, rna_half)
+    assert _ari(model.get_latent("atac"), labels) >= 0.85
+    assert model.joint_atac_scale < 1  # this ATAC half spreads more than its share
+    raw_lsi, _ = atac_lsi(sp.csr_matrix(atac.X), 100, seed=0)
+    augmented_lsi, _ = atac_lsi(sp.csr_matrix(model.augment_atac()), 100, seed=0)
+    raw, augmented = (_ari(lsi[:, 1:30], labels) for lsi in (raw_lsi, augmented_lsi))
+    assert augmented >= 0.85 and augmented > raw, (raw, augmented)
 
 
 def test_prior_matches_the_design_cross_check(snare):

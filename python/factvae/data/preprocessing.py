@@ -203,20 +203,22 @@ def rna_pca(
     seed: int,
     clip: float = math.inf,
     projected: bool = False,
+    target_sum: float | None = None,
 ) -> tuple[np.ndarray, PCAProjection]:
     """PCA of log-normalised, zero-mean unit-variance HVG expression, scaled values clipped
     to +-``clip`` (as ``ScaleData`` does; without it a gene seen in 3 of 10,000 cells scales
     to ~58 there and sends those cells' scores past 40).
 
     Cells are normalised by their total over all genes (``totals``) to the median total, as
-    scanpy's ``normalize_total`` does before HVG subsetting. The clip acts on the stored
+    scanpy's ``normalize_total`` does before HVG subsetting (``target_sum`` sets another
+    target, such as Seurat's 1e4, for the benchmarks' baselines). The clip acts on the stored
     values only: a zero scales to -mean/sd, which is within -clip for any gene not expressed
     in nearly every cell at one level. The scores are the truncated SVD's ``U S``, or with
     ``projected=True`` the cells' projection onto its components
     (:meth:`PCAProjection.scores`), the map new cells get; the two agree as far as the
     randomized SVD converged (in its noise directions, not far).
     """
-    target_sum = float(np.median(totals))
+    target_sum = float(np.median(totals)) if target_sum is None else target_sum
     logged = log_normalise(hvg_counts, totals, target_sum)
     mean = np.asarray(logged.mean(axis=0)).ravel()
     mean_sq = np.asarray(logged.multiply(logged).mean(axis=0)).ravel()

@@ -81,6 +81,7 @@ def save_model(model: ModelState, folder: Path) -> Path:
             "architecture": asdict(model.architecture),
             "history": model.history,
             "training_summary": model.training_summary,
+            "joint_atac_scale": model.joint_atac_scale,
             "versions": {
                 "factvae": __version__,
                 "torch": torch.__version__,
@@ -111,6 +112,7 @@ def load_model(cls: type[Model], folder: Path, device: str) -> Model:
     model.architecture = Architecture(**arch)
     model.history = meta["history"]
     model.training_summary = meta.get("training_summary", {})
+    model.joint_atac_scale = float(meta.get("joint_atac_scale", 1.0))  # older saves: concatenated
     model.validation_cells = pd.Index([])
     model.obs_names = pd.Index(arrays["obs_names"])
     model.genes = pd.Index(arrays["genes"])

@@ -35,8 +35,10 @@ def latent_means(
     device: torch.device,
     chunk_size: int = 4096,
     batch: np.ndarray | None = None,
+    atac_scale: float = 1.0,
 ) -> np.ndarray:
-    """Posterior means in eval mode; ``joint`` = concat(z_atac, z_rna) as in Eq. 14.
+    """Posterior means in eval mode; ``joint`` = concat(atac_scale * z_atac, z_rna), Eq. 14
+    with the ATAC half shrunk by :func:`joint_atac_scale` (1: the paper's concatenation).
 
     ``batch`` holds the cells' batch codes, read by encoders built with ``encode_batch``.
     """
@@ -53,9 +55,35 @@ def latent_means(
         pieces = []
         if kind in ("joint", "atac"):
             assert atac_rep is not None
-            pieces.append(network.encode_atac(torch.from_numpy(atac_rep[part]).to(device), s)[0])
+            atac = network.encode_atac(torch.from_numpy(atac_rep[part]).to(device), s)[0]
+            pieces.append(atac * atac_scale if kind == "joint" else atac)
         if kind in ("joint", "rna"):
             assert rna_rep is not None
             pieces.append(network.encode_rna(torch.from_numpy(rna_rep[part]).to(device), s)[0])
         parts.append(torch.cat(pieces, dim=1).float().cpu().numpy())
     return np.concatenate(parts, axis=0)
+
+
+def joint_atac_scale(
+    network: FactVAENetwork,
+    rna_rep: np.ndarray,
+    atac_rep: np.ndarray,
+    share: float | None,
+    device: torch.device,
+    batch: np.ndarray | None = None,
+) -> float:
+    """The factor the joint embedding multiplies the ATAC half by: the largest factor up to 1
+    that leaves the ATAC half's total variance over these cells at most ``share`` times the
+    RNA half's (``None``: 1, the paper's plain concatenation). Never above 1, so an ATAC half
+    that learnt little (a small spread) is not enlarged into noise; below 1 when the ATAC half
+    spreads more than the RNA half it learnt from, which would otherwise drown it."""
+    if share is None:
+        return 1.0
+    spread = {
+        kind: float(latent_means(network, rna_rep, atac_rep, kind, device, batch=batch)
+                    .var(axis=0).sum())
+        for kind in ("rna", "atac")
+    }  # fmt: skip
+    if spread["atac"] <= share * spread["rna"]:
+        return 1.0
+    return float(np.sqrt(share * spread["rna"] / spread["atac"]))

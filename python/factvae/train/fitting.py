@@ -15,6 +15,7 @@ import torch
 
 from factvae.errors import FactVAEInputError, TrainingDivergedError, TrainingInterrupted
 from factvae.model.network import FactVAENetwork
+from factvae.outputs.latent import joint_atac_scale
 from factvae.settings import ModelSettings, auto_max_epochs, auto_patience
 from factvae.state import ModelState
 from factvae.train.checkpoints import CheckpointPolicy
@@ -195,6 +196,7 @@ def finish_training(model: ModelState, trainer: Trainer, schedule: Schedule) -> 
         "epochs": trainer.epoch,
         "max_epochs": schedule.max_epochs,
         "atac_recon_weight": trainer.weights.atac_recon,
+        "atac_kl_weight": trainer.weights.atac_kl,
         "stopped_early": bool(stopper is not None and stopper.stopped),
         "best_epoch": stopper.best_epoch if stopper and schedule.early_stopping else None,
         "validation_cells": len(schedule.validation_cells),
@@ -202,6 +204,11 @@ def finish_training(model: ModelState, trainer: Trainer, schedule: Schedule) -> 
         "rollbacks": trainer.rollbacks,
     }
     model.validation_cells = model.obs_names[schedule.validation_cells]
+    model.joint_atac_scale = joint_atac_scale(
+        model.network, model._rna_rep, model._atac_rep, model.settings.joint_atac_share,
+        model.device, model._batch_codes,
+    )  # fmt: skip
+    model.training_summary["joint_atac_scale"] = model.joint_atac_scale
 
 
 def check_positive_int(value: Any, name: str) -> None:

@@ -23,10 +23,42 @@ from factvae.outputs.links import candidate_pairs, correlation_scorer, cosine_sc
 def test_latent_kinds_and_joint_is_atac_then_rna(trained):
     joint, rna, atac = (trained.get_latent(k) for k in ("joint", "rna", "atac"))
     assert joint.shape == (300, 20) and rna.shape == atac.shape == (300, 10)
-    np.testing.assert_array_equal(joint, np.hstack([atac, rna]))
+    np.testing.assert_allclose(
+        joint, np.hstack([atac * trained.joint_atac_scale, rna]), rtol=1e-6, atol=1e-7
+    )
     np.testing.assert_array_equal(trained.get_latent(), trained.get_latent())  # eval: no sampling
     with pytest.raises(FactVAEInputError, match="kind"):
         trained.get_latent("both")
+
+
+def test_the_joint_atac_half_is_shrunk_to_its_share_and_never_enlarged(trained):
+    from factvae.outputs.latent import joint_atac_scale
+
+    rna, atac = trained.get_latent("rna"), trained.get_latent("atac")
+    ratio = atac.var(axis=0).sum() / rna.var(axis=0).sum()
+    args = (trained.network, trained._rna_rep, trained._atac_rep)
+    assert joint_atac_scale(*args, None, trained.device) == 1.0  # the paper's concatenation
+    assert joint_atac_scale(*args, 4 * ratio, trained.device) == 1.0  # within its share
+    shrunk = joint_atac_scale(*args, ratio / 4, trained.device)
+    assert shrunk == pytest.approx(0.5, rel=1e-5)  # a quarter of the variance: half the scale
+
+
+def test_a_fit_keeps_the_joint_share_through_save_and_load(sim, tmp_path):
+    model = factvae.FactVAE(
+        sim.rna, sim.atac, gene_annotation=sim.genes, joint_atac_share=0.01, **SMALL_SETTINGS
+    ).fit(max_epochs=2, batch_size=64, progress=False, seed=0)
+    joint, rna = model.get_latent("joint"), model.get_latent("rna")
+    atac_block = joint[:, : rna.shape[1]]
+    assert 0 < model.joint_atac_scale < 1
+    assert model.training_summary["joint_atac_scale"] == model.joint_atac_scale
+    assert atac_block.var(axis=0).sum() == pytest.approx(0.01 * rna.var(axis=0).sum(), rel=1e-3)
+    model.save(tmp_path / "model")
+    loaded = factvae.FactVAE.load(tmp_path / "model")
+    assert loaded.joint_atac_scale == model.joint_atac_scale
+    np.testing.assert_array_equal(loaded.get_latent(), joint)
+    # new cells get the same factor: the model's own cells, embedded again from their counts
+    again = model.get_latent(rna=sim.rna, atac=sim.atac)
+    np.testing.assert_allclose(again[:, : rna.shape[1]].std(), atac_block.std(), rtol=0.2)
 
 
 def test_feature_embeddings_are_decoder_columns(trained):

@@ -221,6 +221,23 @@ def test_default_atac_weight_is_the_authors_up_to_their_peaks_and_in_proportion_
     assert paper.loss_weights(200_000).atac_recon == 0.002
 
 
+def test_default_atac_kl_is_beta_one_and_the_paper_keeps_its_own() -> None:
+    from factvae.settings import PAPER_SSA_LR, ModelSettings
+
+    default = ModelSettings.from_kwargs({})
+    assert default.atac_kl_weight is None
+    for peaks in (5_000, 200_000):  # beta = 1 at any size: the KL weight is the recon weight
+        weights = default.loss_weights(peaks)
+        assert weights.atac_kl == weights.atac_recon
+    assert ModelSettings.from_kwargs({"atac_kl_weight": 0.03}).loss_weights(5_000).atac_kl == 0.03
+    paper = ModelSettings.from_kwargs({"atac_kl_weight": None}, preset="paper")
+    assert paper.loss_weights(200_000).atac_kl == 0.001
+    assert (paper.ssa_lr, paper.joint_atac_share) == (PAPER_SSA_LR, None)
+    assert default.ssa_lr == 4 * PAPER_SSA_LR
+    with pytest.raises(factvae.FactVAEInputError, match="joint_atac_share"):
+        ModelSettings.from_kwargs({"joint_atac_share": -1})
+
+
 def test_the_fit_trains_with_the_weight_for_its_own_peaks(sim, monkeypatch) -> None:
     from factvae import settings
 
@@ -229,6 +246,7 @@ def test_the_fit_trains_with_the_weight_for_its_own_peaks(sim, monkeypatch) -> N
     model.fit(max_epochs=1, batch_size=64, progress=False, seed=0)
     expected = 0.002 * len(model.peaks) / 500
     assert model.training_summary["atac_recon_weight"] == pytest.approx(expected)
+    assert model.training_summary["atac_kl_weight"] == pytest.approx(expected)  # beta = 1
     assert model.settings.atac_recon_weight is None  # the setting stays "scaled", not the number
 
 
