@@ -151,9 +151,12 @@ def add_fit_parser(commands: argparse._SubParsersAction) -> None:
         "--links-score",
         default=FitOptions.links_score,
         choices=LINK_SCORES,
-        help="correlation: of the gene's and the peak's contributions to the decoders over "
-        "cells, whatever the rotation between the RNA and ATAC latents; cosine: the paper's "
-        "cosine of their embeddings, highest for the prior's pairs (default: %(default)s)",
+        help="combined: the ABC-style power-law contact with the TSS, as a share of the gene's "
+        "candidates, weighted by the co-variation; abc: peak activity x contact as a share of "
+        "the gene's candidates (ABC without Hi-C); correlation: "
+        "of the gene's and the peak's contributions to the decoders over cells (the "
+        "co-variation); cosine: the paper's cosine of their embeddings, highest for the "
+        "prior's pairs (default: %(default)s)",
     )
     fit.add_argument(
         "--no-links", dest="links", action="store_false", help=f"do not write {LINKS_FILE}"
