@@ -127,7 +127,9 @@ class FactVAE(ModelState):
             raise FactVAEInputError("The model is not trained yet; call fit() first.")
 
     def get_latent(self, kind: str = "joint", rna: Any = None, atac: Any = None) -> np.ndarray:
-        """Cell embeddings (posterior means): ``joint`` = concat(z_atac, z_rna), or one side.
+        """Cell embeddings (posterior means): ``joint`` = [z_atac * joint_atac_scale, z_rna] (Eq.
+        14, the ATAC half shrunk to its ``joint_atac_share``; 1 with ``preset="paper"``), or one
+        side.
 
         Without ``rna``/``atac``: the model's own cells. With new AnnData (raw counts, like the
         training data; ``rna`` for ``kind="rna"``, ``atac`` for ``"atac"``, both for ``joint``,

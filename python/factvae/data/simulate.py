@@ -10,7 +10,6 @@ benchmarks at 100,000 cells x 200,000 peaks.
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
 
@@ -19,37 +18,21 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from factvae.data.genomics import format_peak_names
+from factvae.data.simulated_counts import atac_counts, rna_counts
+from factvae.data.simulated_genome import gene_layout, peak_programs, place_peaks
 from factvae.errors import FactVAEInputError
 
 __all__ = ["PRESETS", "SimulatedMultiome", "simulate", "simulate_preset"]
 
-# Every peak sits alone in one slot of the genome, which makes overlaps impossible by construction.
-_SLOT = 1100
-_SLOT_PAD = 50  # at least 2 x 50 bp between neighbouring peaks
-_PEAK_WIDTH = (200, 1000)
-_GENE_LENGTH = (5_000, 60_000)
-_UPSTREAM = 2_000
-_DISTAL = (10_000, 140_000)
-_LINK_WINDOW = 150_000
-_CHROM_MARGIN = 200_000  # no gene window runs off a chromosome end
-_MIN_MEAN_GAP = 250_000  # gene-to-gene gaps are 0.6-1.4 x this, so windows overlap little
-_SLOTS_PER_PEAK = 10  # genome size: about one peak per 10 slots (11 kb)
-_N_CHROMOSOMES = 5
 _HOUSEKEEPING = 0.3
-_BACKGROUND_NO_PROGRAM = 0.4
 _LOG_FOLD = (1.5, 2.5)
 _MAX_PEAKS_PER_GENE = 10  # half of them must fit inside the shortest gene body + promoter
 _RNA_LOG_BASE_SD = 1.5
-_RNA_DISPERSION = 0.5
-_TRANSCRIPTOME_GENES = 15000  # rna_depth is spread over at least this many expressed genes
 _RNA_DEPTH_SD = 0.35
 _ATAC_DEPTH_SD = 0.4
 _ATAC_ACCESS_SD = 0.6
-_ATAC_EXTRA_COUNT = 0.15  # chance that a non-zero ATAC entry is one fragment higher
 _ACTIVITY_SD = 0.2
 _BATCH_SHIFTED = 0.2  # share of genes and of peaks whose log rate each batch shifts
-_CHUNK_ENTRIES = 1_000_000  # dense RNA entries / ATAC draws handled at once
 
 
 @dataclass
@@ -140,9 +123,9 @@ def simulate(
         )
 
     rna_shift, atac_shift = _batch_shifts(seed, n_batches, n_genes, n_peaks, batch_shift_sd)
-    layout = _gene_layout(rng, n_genes, n_peaks)
-    peaks, link_gene = _place_peaks(rng, layout, gene_program, n_peaks, peaks_per_gene)
-    peak_program = _peak_programs(rng, link_gene, gene_program, n_cell_types)
+    layout = gene_layout(rng, n_genes, n_peaks)
+    peaks, link_gene = place_peaks(rng, layout, gene_program, n_peaks, peaks_per_gene)
+    peak_program = peak_programs(rng, link_gene, gene_program, n_cell_types)
 
     cell_names = pd.Index([f"cell{i + 1:0{max(5, len(str(n_cells)))}d}" for i in range(n_cells)])
     obs = pd.DataFrame(
@@ -155,7 +138,7 @@ def simulate(
     # Program -1 (housekeeping / background) indexes the trailing "none".
     program_labels = np.array([*type_names, "none"], dtype=object)
 
-    rna_x = _rna_counts(
+    rna_x = rna_counts(
         rng, cell_type, activity, gene_program, rna_depth * rna_depth_factor, log_fold,
         rna_rate_sd, depth_sd[0], batch, rna_shift,
     )  # fmt: skip
@@ -164,7 +147,7 @@ def simulate(
         {"program": pd.Categorical(program_labels[gene_program], [*type_names, "none"])},
         index=pd.Index(genes["gene_name"].to_numpy(), name=None),
     )
-    atac_x = _atac_counts(
+    atac_x = atac_counts(
         rng, cell_type, activity, peak_program, n_cell_types, atac_density * atac_depth_factor,
         log_fold, atac_access_sd, depth_sd[1], batch, atac_shift,
     )  # fmt: skip
@@ -267,7 +250,7 @@ def _check_shape_knobs(
         )
 
 
-# --- truth: cell types, batches, programs, genome -------------------------------------------
+# --- truth: cell types, batches, programs ----------------------------------------------------
 
 
 def _cell_types(rng: np.random.Generator, n_cells: int, n_types: int) -> np.ndarray:
@@ -323,349 +306,6 @@ def _gene_programs(rng: np.random.Generator, n_genes: int, n_types: int) -> np.n
         [np.arange(n_regulated) % n_types, np.full(n_housekeeping, -1)]
     ).astype(np.int64)
     return rng.permutation(programs)
-
-
-@dataclass
-class _Layout:
-    genes: pd.DataFrame  # chrom, start, end, gene_name, strand (chromosome coordinates)
-    chrom_names: list[str]
-    chrom_offset: np.ndarray  # global start of each chromosome, multiples of _SLOT
-    gene_offset: np.ndarray  # global start of each gene's chromosome
-    n_slots: int
-
-
-def _gene_layout(rng: np.random.Generator, n_genes: int, n_peaks: int) -> _Layout:
-    """Genes spread over ~5 chromosomes with wide gaps; the genome grows with ``n_peaks``."""
-    n_chrom = min(_N_CHROMOSOMES, n_genes)
-    per_chrom = 1 + rng.multinomial(n_genes - n_chrom, rng.dirichlet(np.full(n_chrom, 10.0)))
-    chrom_of_gene = np.repeat(np.arange(n_chrom), per_chrom)
-    low, high = np.log(_GENE_LENGTH[0]), np.log(_GENE_LENGTH[1])
-    length = np.exp(rng.uniform(low, high, n_genes)).astype(np.int64)
-    length = np.clip(length, *_GENE_LENGTH)
-    wanted = _SLOTS_PER_PEAK * n_peaks * _SLOT - int(length.sum()) - 2 * n_chrom * _CHROM_MARGIN
-    mean_gap = max(_MIN_MEAN_GAP, math.ceil(wanted / n_genes))
-    gap = (mean_gap * rng.uniform(0.6, 1.4, n_genes)).astype(np.int64)
-    strand = np.where(rng.random(n_genes) < 0.5, "+", "-")
-
-    start = np.empty(n_genes, dtype=np.int64)
-    chrom_length = np.empty(n_chrom, dtype=np.int64)
-    first = 0
-    for k, count in enumerate(per_chrom):
-        idx = slice(first, first + count)
-        steps = length[idx] + gap[idx]
-        start[idx] = _CHROM_MARGIN + np.concatenate([[0], np.cumsum(steps[:-1])])
-        last_end = start[first + count - 1] + length[first + count - 1]
-        chrom_length[k] = math.ceil((last_end + _CHROM_MARGIN) / _SLOT) * _SLOT
-        first += count
-    chrom_offset = np.concatenate([[0], np.cumsum(chrom_length)[:-1]]).astype(np.int64)
-    chrom_names = [f"chr{k + 1}" for k in range(n_chrom)]
-    width = max(4, len(str(n_genes)))
-    genes = pd.DataFrame(
-        {
-            "chrom": np.array(chrom_names, dtype=object)[chrom_of_gene],
-            "start": start,
-            "end": start + length,
-            "gene_name": [f"gene{i + 1:0{width}d}" for i in range(n_genes)],
-            "strand": strand,
-        }
-    )
-    return _Layout(
-        genes=genes,
-        chrom_names=chrom_names,
-        chrom_offset=chrom_offset,
-        gene_offset=chrom_offset[chrom_of_gene],
-        n_slots=int(chrom_length.sum() // _SLOT),
-    )
-
-
-def _place_peaks(
-    rng: np.random.Generator,
-    layout: _Layout,
-    gene_program: np.ndarray,
-    n_peaks: int,
-    peaks_per_gene: int,
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Regulatory peaks around regulated genes, then background peaks in free intergenic slots.
-
-    Returns the peaks in genome order (index ``chrN-start-end``) and, per peak, the index of the
-    gene it regulates (-1 for background).
-    """
-    genes = layout.genes
-    minus = genes["strand"].to_numpy() == "-"
-    start = genes["start"].to_numpy() + layout.gene_offset
-    end = genes["end"].to_numpy() + layout.gene_offset
-    tss = np.where(minus, end - 1, start)
-    locus_start = np.where(minus, start, start - _UPSTREAM)
-    locus_end = np.where(minus, end + _UPSTREAM, end)
-    n_proximal = math.ceil(peaks_per_gene / 2)
-    n_distal = peaks_per_gene - n_proximal
-
-    taken: dict[int, int] = {}  # slot -> regulated gene
-    regulated = np.nonzero(gene_program >= 0)[0]
-    # Proximal first: loci never overlap, so every gene finds free slots inside its own locus.
-    for g in regulated:
-        first = -(-int(locus_start[g]) // _SLOT)
-        last = int(locus_end[g]) // _SLOT  # exclusive: slots wholly inside the locus
-        for slot in rng.choice(np.arange(first, last), n_proximal, replace=False):
-            taken[int(slot)] = int(g)
-    for g in regulated:
-        placed = 0
-        while placed < n_distal:
-            side = 1 if rng.random() < 0.5 else -1
-            centre = int(tss[g]) + side * int(rng.integers(_DISTAL[0], _DISTAL[1] + 1))
-            slot = centre // _SLOT
-            inside_locus = slot * _SLOT < locus_end[g] and (slot + 1) * _SLOT > locus_start[g]
-            if slot in taken or inside_locus:
-                continue
-            taken[slot] = int(g)
-            placed += 1
-
-    reg_slots = np.fromiter(taken.keys(), dtype=np.int64, count=len(taken))
-    reg_genes = np.fromiter(taken.values(), dtype=np.int64, count=len(taken))
-    n_background = n_peaks - len(reg_slots)
-    # Background peaks stay outside every gene locus: a peak inside a locus is in the prior
-    # (G2P), and the prior's premise is that such peaks regulate their gene.
-    blocked = np.zeros(layout.n_slots, dtype=bool)
-    for first, last in zip(locus_start // _SLOT, -(-locus_end // _SLOT)):
-        blocked[first:last] = True
-    blocked[reg_slots] = True
-    free = np.nonzero(~blocked)[0]
-    if len(free) < n_background:
-        raise FactVAEInputError(
-            f"n_peaks={n_peaks} leaves too little room outside the gene loci; use fewer peaks "
-            "per gene or more n_peaks (the genome grows with n_peaks)."
-        )
-    candidates = rng.choice(free, n_background, replace=False)
-    slots = np.concatenate([reg_slots, candidates])
-    link_gene = np.concatenate([reg_genes, np.full(n_background, -1, dtype=np.int64)])
-    order = np.argsort(slots, kind="stable")
-    slots, link_gene = slots[order], link_gene[order]
-
-    width = rng.integers(_PEAK_WIDTH[0], _PEAK_WIDTH[1] + 1, n_peaks)
-    offset = rng.integers(_SLOT_PAD, _SLOT - _SLOT_PAD - width + 1)
-    global_start = slots * _SLOT + offset
-    chrom = np.searchsorted(layout.chrom_offset, global_start, side="right") - 1
-    peak_start = global_start - layout.chrom_offset[chrom]
-    peak_end = peak_start + width
-    chrom_name = np.array(layout.chrom_names, dtype=object)[chrom]
-    names = format_peak_names(chrom_name, peak_start, peak_end)  # read back exactly
-    peaks = pd.DataFrame(
-        {"chrom": chrom_name, "start": peak_start, "end": peak_end}, index=pd.Index(names)
-    )
-    return peaks, link_gene
-
-
-def _peak_programs(
-    rng: np.random.Generator, link_gene: np.ndarray, gene_program: np.ndarray, n_types: int
-) -> np.ndarray:
-    """Regulatory peaks share their gene's program; background peaks get a random one or none."""
-    random_program = rng.integers(0, n_types, len(link_gene))
-    random_program[rng.random(len(link_gene)) < _BACKGROUND_NO_PROGRAM] = -1
-    return np.where(link_gene >= 0, gene_program[np.maximum(link_gene, 0)], random_program)
-
-
-# --- counts ------------------------------------------------------------------------------------
-
-
-def _rna_counts(
-    rng: np.random.Generator,
-    cell_type: np.ndarray,
-    activity: np.ndarray,
-    gene_program: np.ndarray,
-    rna_depth: np.ndarray,
-    log_fold_range: tuple[float, float],
-    rate_sd: float,
-    depth_sd: float,
-    batch: np.ndarray,
-    shift: np.ndarray | None,
-) -> sp.csr_matrix:
-    """Gamma-Poisson (negative binomial) counts, drawn in chunks of cells to bound memory.
-
-    ``rna_depth`` is each cell's mean library size over its whole transcriptome; the simulated genes
-    are a sample of at least ``_TRANSCRIPTOME_GENES`` expressed genes, so per-gene means (and the
-    ~85-90% zeros of droplet data) do not depend on ``n_genes``. Gene rates are log-normal.
-    """
-    n_cells, n_genes = len(cell_type), len(gene_program)
-    log_base = rng.normal(0.0, rate_sd, n_genes)
-    log_base -= log_base.max()
-    # Weight of the unsimulated rest of the transcriptome, which programs do not change.
-    rest = np.exp(log_base).sum() * (max(n_genes, _TRANSCRIPTOME_GENES) / n_genes - 1.0)
-    log_fold = np.where(gene_program >= 0, rng.uniform(*log_fold_range, n_genes), 0.0)
-    depth = rna_depth * np.exp(rng.normal(-0.5 * depth_sd**2, depth_sd, n_cells))
-    shape = 1.0 / _RNA_DISPERSION
-    chunk = max(1, _CHUNK_ENTRIES // n_genes)
-    blocks = []
-    for first in range(0, n_cells, chunk):
-        rows = slice(first, min(first + chunk, n_cells))
-        in_program = gene_program[None, :] == cell_type[rows, None]
-        rate = np.exp(log_base + in_program * (log_fold * activity[rows, None]))
-        if shift is not None:  # the cells' batches shift some genes' log rates
-            rate *= np.exp(shift[batch[rows]])
-        rate *= (depth[rows] / (rate.sum(axis=1) + rest))[:, None]
-        counts = rng.poisson(rng.gamma(shape, rate / shape))
-        blocks.append(sp.csr_matrix(counts.astype(np.float32)))
-    return _as_csr(sp.vstack(blocks, format="csr"))
-
-
-def _atac_counts(
-    rng: np.random.Generator,
-    cell_type: np.ndarray,
-    activity: np.ndarray,
-    peak_program: np.ndarray,
-    n_types: int,
-    density: np.ndarray,
-    log_fold_range: tuple[float, float],
-    access_sd: float,
-    depth_sd: float,
-    batch: np.ndarray,
-    shift: np.ndarray | None,
-) -> sp.csr_matrix:
-    """Sparse ATAC counts sampled as fragments, in O(non-zeros) memory.
-
-    Each cell draws fragments from a mixture of a background profile (every peak, base
-    accessibility) and its type's program profile (the type's peaks, 1.5-2.5 log-fold extra);
-    its activity sets the mixture weight. The number of fragments is calibrated so the expected
-    number of distinct peaks hit is ``density`` x peaks, scaled by a per-cell depth factor.
-    Fragments that land in the same peak add up, and a few entries get one extra count.
-    With batch ``shift``s (batches x peaks) each batch draws from its own profiles, the base
-    accessibility times ``exp(shift)``; without, every cell shares one group of profiles.
-    """
-    n_cells, n_peaks = len(cell_type), len(peak_program)
-    base = np.exp(rng.normal(0.0, access_sd, n_peaks))
-    extra = np.where(peak_program >= 0, np.expm1(rng.uniform(*log_fold_range, n_peaks)), 0.0)
-    if shift is None:
-        group, bases = np.zeros(n_cells, dtype=np.int64), [base]
-    else:
-        group, bases = batch, [base * np.exp(row) for row in shift]
-    background = [_Sampler(b) for b in bases]
-    programs = [[_Sampler(b * extra * (peak_program == t)) for t in range(n_types)] for b in bases]
-    program_mass = np.array([[sampler.total for sampler in row] for row in programs])
-    background_mass = np.array([sampler.total for sampler in background])
-
-    scale = np.exp(rng.normal(-0.5 * depth_sd**2, depth_sd, n_cells))
-    target = rng.binomial(n_peaks, np.clip(density * scale, 0.0, 0.95))
-    program_weight = program_mass[group, cell_type] * activity
-    mix = program_weight / (program_weight + background_mass[group])
-    n_draws = np.zeros(n_cells, dtype=np.int64)
-    for t in range(n_types):
-        for g, b in enumerate(bases):
-            cells = np.nonzero((cell_type == t) & (group == g))[0]
-            profile = (b + b * extra * (peak_program == t)) / (
-                background_mass[g] + program_mass[g, t]
-            )
-            n_draws[cells] = _draws_for_distinct(profile, target[cells], rng)
-
-    # Draws bound the non-zeros from above, so the output is allocated once, never grown.
-    total_draws = int(n_draws.sum())
-    index_dtype = np.int32 if max(total_draws, n_peaks) < 2**31 else np.int64
-    indices = np.empty(total_draws, dtype=index_dtype)
-    values = np.empty(total_draws, dtype=np.float32)
-    indptr = np.zeros(n_cells + 1, dtype=index_dtype)
-    cumulative_draws = np.cumsum(n_draws)
-    nnz = 0
-    first = 0
-    while first < n_cells:
-        done = cumulative_draws[first - 1] if first else 0
-        last = int(np.searchsorted(cumulative_draws, done + _CHUNK_ENTRIES, side="right"))
-        last = min(max(last, first + 1), n_cells)
-        cells = np.arange(first, last)
-        draws = n_draws[cells]
-        owner = np.repeat(cells - first, draws)
-        from_program = rng.random(len(owner)) < np.repeat(mix[cells], draws)
-        draw_type = np.repeat(cell_type[cells], draws)
-        draw_group = np.repeat(group[cells], draws)
-        column = np.empty(len(owner), dtype=np.int64)
-        for g in range(len(bases)):
-            pick = ~from_program & (draw_group == g)
-            column[pick] = background[g].draw(rng, int(pick.sum()))
-        for g in range(len(bases)):
-            for t in range(n_types):
-                pick = from_program & (draw_type == t) & (draw_group == g)
-                column[pick] = programs[g][t].draw(rng, int(pick.sum()))
-        keys, multiplicity = np.unique(owner * n_peaks + column, return_counts=True)
-        count = len(keys)
-        indices[nnz : nnz + count] = keys % n_peaks
-        bonus = rng.random(count) < _ATAC_EXTRA_COUNT
-        values[nnz : nnz + count] = multiplicity + bonus
-        indptr[first + 1 : last + 1] = np.bincount(keys // n_peaks, minlength=last - first)
-        nnz += count
-        first = last
-    np.cumsum(indptr, out=indptr)
-    matrix = sp.csr_matrix(
-        (values[:nnz], indices[:nnz], indptr), shape=(n_cells, n_peaks), copy=False
-    )
-    matrix.has_sorted_indices = True
-    return matrix
-
-
-class _Sampler:
-    """Draws indices with probability proportional to non-negative weights, fast.
-
-    Inverse-CDF sampling with a guide table (one bucket per entry): a draw starts at its
-    bucket's first candidate and steps forward a few entries, several times faster than a
-    binary search per draw. Zero-weight entries are left out so no draw can land on them.
-    """
-
-    def __init__(self, weights: np.ndarray) -> None:
-        self.index = np.nonzero(weights > 0)[0]
-        self.total = float(weights[self.index].sum())
-        if len(self.index) == 0:
-            self.cumulative = np.ones(0)
-            self.guide = np.zeros(0, dtype=np.int64)
-            return
-        cumulative = np.cumsum(weights[self.index])
-        cumulative /= cumulative[-1]
-        cumulative[-1] = 1.0  # uniforms are < 1, so every walk stops at the last entry at most
-        self.cumulative = cumulative
-        buckets = np.arange(len(cumulative)) / len(cumulative)
-        self.guide = np.searchsorted(cumulative, buckets, side="right")
-
-    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        if size == 0:
-            return np.zeros(0, dtype=np.int64)
-        if len(self.index) == 0:
-            raise AssertionError("drawing from an empty profile")
-        uniform = rng.random(size)
-        bucket = np.minimum((uniform * len(self.guide)).astype(np.int64), len(self.guide) - 1)
-        position = self.guide[bucket]
-        pending = np.nonzero(self.cumulative[position] <= uniform)[0]
-        while pending.size:
-            position[pending] += 1
-            pending = pending[self.cumulative[position[pending]] <= uniform[pending]]
-        return self.index[position]
-
-
-def _draws_for_distinct(
-    profile: np.ndarray, target: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """Fragments needed so that, in expectation, ``target`` distinct peaks are hit.
-
-    With ``m`` draws, peak ``j`` is hit with probability ``1 - exp(-m p_j)``; the sum is concave
-    and increasing in ``m``, so it is tabulated on a grid and inverted by interpolation.
-    """
-    if len(target) == 0:
-        return np.zeros(0, dtype=np.int64)
-    goal = float(target.max())
-    high = max(2.0 * goal, 1.0)
-    while _expected_distinct(profile, high) < goal and high < 1e12:
-        high *= 2.0
-    grid = np.linspace(0.0, high, 65)
-    distinct = np.array([_expected_distinct(profile, m) for m in grid])
-    draws = np.interp(target, distinct, grid)
-    # Stochastic rounding keeps the mean right for cells with few draws.
-    return np.floor(draws + rng.random(len(draws))).astype(np.int64)
-
-
-def _expected_distinct(profile: np.ndarray, draws: float) -> float:
-    return float(-np.expm1(-draws * profile).sum())
-
-
-def _as_csr(matrix: sp.spmatrix) -> sp.csr_matrix:
-    """Canonical float32 CSR (sorted indices, no explicit zeros), the form the model reads."""
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
-    matrix.eliminate_zeros()
-    matrix.sort_indices()
-    return matrix
 
 
 # --- presets -----------------------------------------------------------------------------------
