@@ -20,6 +20,14 @@ class LossWeights:
     atac_kl: float
     regulatory: float
 
+    def per_modality(self, terms: dict[str, float]) -> dict[str, float]:
+        """Each modality's weighted reconstruction and KL (its share of Eq. 13): what early
+        stopping watches, as one modality can overfit while the other still improves."""
+        return {
+            "rna": self.rna_recon * terms["rna_nll"] + self.rna_kl * terms["rna_kl"],
+            "atac": self.atac_recon * terms["atac_nll"] + self.atac_kl * terms["atac_kl"],
+        }
+
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(q(z|x) || N(0, I)) per cell."""

@@ -3,6 +3,7 @@ skipped bad steps, roll-backs, early stopping, and the paper's schedule kept exa
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import numpy as np
@@ -177,19 +178,45 @@ def test_validation_cells_are_held_out_seeded_and_reported(sim) -> None:
     assert all("validation" in record for record in a.history)
 
 
+def _last_epoch_with_a_new_low(history: list[dict]) -> int:
+    """The last epoch at which either modality's validation loss reached a new low."""
+    last, best = 0, {"validation_rna": np.inf, "validation_atac": np.inf}
+    for epoch, record in enumerate(history, start=1):
+        improved = [name for name in best if record[name] < best[name]]
+        for name in improved:
+            best[name] = record[name]
+        last = epoch if improved else last
+    return last
+
+
 def test_early_stopping_stops_and_restores_the_best_weights(sim) -> None:
     model = _model(sim, patience=3).fit(max_epochs=400, batch_size=64, progress=False, seed=0)
     summary = model.training_summary
-    validation = [record["validation"] for record in model.history]
     assert summary["stopped_early"] and summary["epochs"] < 400
-    best = int(np.argmin(validation)) + 1
+    best = _last_epoch_with_a_new_low(model.history)
     assert summary["best_epoch"] == best == summary["epochs"] - 3
-    # the network holds the best epoch's weights: its validation loss is the best one again
+    # the network holds the best epoch's weights: its validation losses are that epoch's again
     trainer = training.Trainer(model.network, model.settings.loss_weights(len(model.peaks)),
                                model.settings.optimiser(), torch.device("cpu"), "auto")  # fmt: skip
     cells = model.obs_names.get_indexer(model.validation_cells)
-    again = trainer.validation_loss(model._data, cells, 64)
-    assert again == pytest.approx(min(validation), rel=1e-5)
+    again = trainer.validation_losses(model._data, cells, 64)
+    for name in ("validation", "validation_rna", "validation_atac"):
+        assert again[name] == pytest.approx(model.history[best - 1][name], rel=1e-5)
+
+
+def test_early_stopping_waits_for_the_modality_still_improving() -> None:
+    """A sum that rises because one modality overfits must not stop the other's training."""
+    stopper = training.EarlyStopping(patience=2)
+    trainer = types.SimpleNamespace(epoch=0, network=torch.nn.Linear(1, 1))
+    rna = [10.0, 9.0, 8.0, 7.5, 7.4, 7.4, 7.4]
+    atac = [50.0, 49.0, 52.0, 55.0, 58.0, 60.0, 61.0]  # the sum rises from epoch 3
+    for epoch, (r, a) in enumerate(zip(rna, atac), start=1):
+        trainer.epoch = epoch
+        stopper.update({"rna": r, "atac": a}, trainer)
+        if stopper.stopped:
+            break
+    assert (stopper.best_epoch, trainer.epoch) == (5, 7)
+    assert stopper.best == {"rna": 7.4, "atac": 49.0}
 
 
 def test_default_epochs_shrink_as_cells_grow() -> None:

@@ -32,6 +32,7 @@ def test_history_has_every_term_per_epoch(trained):
     assert len(trained.history) == 15
     assert set(trained.history[0]) == {
         "rna_nll", "rna_kl", "atac_nll", "atac_kl", "regulatory", "joint", "ssa", "validation",
+        "validation_rna", "validation_atac",
     }  # fmt: skip
     first, last = trained.history[0], trained.history[-1]
     assert last["joint"] < first["joint"]
