@@ -56,9 +56,10 @@
 #' @param max.epochs Most epochs to train; `NULL` takes the preset's: for
 #'   `"default"` about 500,000 cell passes (300 epochs for 1,000 cells, 54
 #'   for 10,000, 10 at most for 50,000), 300 for `"paper"`.
-#' @param early.stopping Stop once the loss of the held-out validation cells
-#'   has not improved for `patience` epochs, and keep the best epoch's
-#'   weights; `NULL` takes the preset's (on for `"default"`).
+#' @param early.stopping Stop once neither modality's loss on the held-out
+#'   validation cells has reached a new low for `patience` epochs, and keep
+#'   the weights of the last epoch at which one did; `NULL` takes the
+#'   preset's (on for `"default"`).
 #' @param validation.fraction Share of cells held out (seeded by `seed`) to
 #'   watch for early stopping; `NULL` takes the preset's (0.1 for
 #'   `"default"`, 0 for `"paper"`).

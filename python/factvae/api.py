@@ -97,8 +97,9 @@ class FactVAE(ModelState):
 
         Schedule arguments left as None take the model's settings (see
         :class:`factvae.settings.ModelSettings`): by default a seeded ``validation_fraction``
-        (10%) of cells is held out, training stops once their loss has not improved for
-        ``patience`` epochs (a tenth of the budget) and the best epoch's weights are restored;
+        (10%) of cells is held out, training stops once neither modality's loss on them has
+        reached a new low for ``patience`` epochs (a tenth of the budget), and the weights of
+        the last epoch at which one did are restored;
         ``max_epochs`` defaults to a budget of about 500,000 cell passes (300 epochs at most),
         so large data sets take minutes. ``preset="paper"`` at construction trains the authors'
         300 epochs on every cell. A non-finite update is skipped; repeated failures roll back an

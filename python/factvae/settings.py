@@ -54,7 +54,8 @@ JOINT_ATAC_SHARE = 0.5
 
 
 def auto_patience(max_epochs: int) -> int:
-    """Epochs without a better validation loss before early stopping: a tenth of the budget."""
+    """Epochs in which no modality's validation loss reaches a new low before early stopping:
+    a tenth of the budget."""
     return max(5, max_epochs // 10)
 
 

@@ -81,7 +81,8 @@ def add_training_options(
         "--early-stopping",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="stop once the validation loss stops improving and keep the best epoch "
+        help="stop once neither modality's validation loss improves and keep the last "
+        "epoch at which one did "
         "(default: the preset's, on for 'default')",
     )
     parser.add_argument(

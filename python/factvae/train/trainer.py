@@ -263,7 +263,8 @@ class Trainer:
         is rolled back to it with the learning rates halved (halved again at each further
         failure); after ``MAX_ROLLBACKS`` failures in a row the last good state is restored
         and :class:`TrainingDivergedError` raised, so the network is usable beside the error.
-        With early stopping the weights of the best epoch are restored at the end.
+        With early stopping the weights of the last epoch at which a modality's monitored loss
+        reached a new low (:class:`EarlyStopping`) are restored at the end.
 
         Ctrl-C is acted on between steps (:mod:`factvae.train.interrupts`): the last good state
         is restored as after a divergence, saved as the checkpoint when there is one (so
