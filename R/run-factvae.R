@@ -41,8 +41,10 @@
 #' @param batch Name of a column of the object's meta data (`object[[]]`)
 #'   holding each cell's sample or batch, such as `"sample"`; `NULL` (the
 #'   default) for one batch. The decoders then learn a per-feature offset for
-#'   each batch (the Python core's `batch_key`), so the embeddings are free of
-#'   it. Every cell needs a value (no `NA`). The column is recorded in
+#'   each batch (the Python core's `batch_key`), and a batch-mixing term (the
+#'   core's `batch_mmd_weight`, squared MMD between each batch and all cells)
+#'   asks both halves of the latent to mix the batches, so the embeddings are
+#'   free of it. Every cell needs a value (no `NA`). The column is recorded in
 #'   `Tool(object, "RunFactVAE")$batch`; new samples are mapped onto the model
 #'   with [MapFactVAE()]. With `model`, it must be the column the model was
 #'   trained with (or `NULL`).

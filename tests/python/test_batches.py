@@ -68,6 +68,33 @@ def test_levels_are_kept_and_the_embeddings_stay_batch_free(reference, bsim):
     assert z.shape == (len(reference.obs_names), 20) and np.isfinite(z).all()
 
 
+def test_the_batch_mixing_term_mixes_the_batches_in_both_halves(bsim):
+    """The default batch_mmd_weight against none, same data and seed: each half's
+    neighbours come from more batches (measured: iLISI 1.17 -> 2.67 RNA, 1.50 -> 2.75
+    ATAC), and the cell types stay as far apart as without it (ARI 0.62 both)."""
+    from factvae.outputs.scores import batch_mixing_scores, clustering_scores
+    from factvae.settings import BATCH_MMD_WEIGHT
+
+    strong = factvae.simulate(
+        n_cells=420, n_genes=300, n_peaks=2000, seed=5, n_batches=3, batch_shift_sd=1.5
+    )
+    types, batches = strong.rna.obs["cell_type"], strong.rna.obs["batch"]
+    scores = {}
+    for weight in (0.0, BATCH_MMD_WEIGHT):
+        settings = {"batch_mmd_weight": 0.0} if weight == 0 else {}  # else the default
+        model = _model(strong.rna, strong.atac, strong, batch_key="batch", **settings)
+        model.fit(max_epochs=15, **FIT)
+        assert ("batch_mmd" in model.history[-1]) == (weight > 0)
+        scores[weight] = {
+            kind: batch_mixing_scores(model.get_latent(kind), batches, types)["ilisi"]
+            for kind in ("rna", "atac")
+        }
+        scores[weight]["ari"] = clustering_scores(model.get_latent(), types, 0)["ari"]
+    for kind in ("rna", "atac"):
+        assert scores[BATCH_MMD_WEIGHT][kind] > scores[0.0][kind] + 0.2, scores
+    assert scores[BATCH_MMD_WEIGHT]["ari"] > scores[0.0]["ari"] - 0.05, scores
+
+
 def test_augment_decodes_each_cell_in_its_own_batch_or_in_a_chosen_one(reference):
     cells = reference.obs_names[:40]
     own = reference.augment_atac(cells=cells)

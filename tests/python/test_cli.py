@@ -375,6 +375,7 @@ def test_batch_key_option_takes_one_or_several_columns(
     inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from factvae.cli import FitOptions, build_parser
+    from factvae.settings import ModelSettings
 
     base = ["fit", "--rna", "r.h5ad", "--atac", "a.h5ad", "--annotation", "g.bed", "--out", "o"]
     assert FitOptions.from_args(build_parser().parse_args(base)).batch_key is None
@@ -382,8 +383,13 @@ def test_batch_key_option_takes_one_or_several_columns(
         [*base, "--batch-key", "donor,protocol", "--batch-key", "lane", "--encode-batch"]
     ))  # fmt: skip
     assert chosen.batch_key == ["donor", "protocol", "lane"] and chosen.encode_batch
+    assert chosen.batch_mmd_weight == ModelSettings().batch_mmd_weight > 0
+    off = build_parser().parse_args([*base, "--batch-key", "lane", "--batch-mmd-weight", "0"])
+    assert FitOptions.from_args(off).batch_mmd_weight == 0
     assert main([*base, "--batch-key", "donor,"]) == 2
     assert "column names separated by commas" in capsys.readouterr().err
+    assert main([*base, "--batch-key", "lane", "--batch-mmd-weight", "-1"]) == 2
+    assert "must be a number >= 0" in capsys.readouterr().err
     _expect_error(
         capsys,
         ["fit", *_pair_args(inputs), "--annotation", str(inputs["genes.bed"]),

@@ -17,6 +17,7 @@ from factvae.cli.options import (
     FitOptions,
     add_training_options,
     column_names,
+    non_negative_float,
     non_negative_int,
     positive_int,
 )
@@ -117,6 +118,15 @@ def add_fit_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also give the encoders each cell's batch (needs --batch-key)",
     )
+    batches.add_argument(
+        "--batch-mmd-weight",
+        type=non_negative_float,
+        default=FitOptions.batch_mmd_weight,
+        metavar="W",
+        help="weight of the term that asks each half's latent to mix the batches (squared "
+        "MMD between each batch and all cells; with --batch-key); 0 turns it off "
+        "(default: %(default)s)",
+    )
     fit.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     add_training_options(fit, epochs=FitOptions.epochs, atac_weight=FitOptions.atac_weight)
     fit.add_argument(
@@ -215,6 +225,7 @@ def run_fit(options: FitOptions) -> FitResult:
         atac_recon_weight=options.atac_weight,
         batch_key=list(options.batch_key) if options.batch_key else None,
         encode_batch=options.encode_batch,
+        batch_mmd_weight=options.batch_mmd_weight,
     )
     say(repr(model))
 

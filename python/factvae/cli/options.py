@@ -49,6 +49,7 @@ class FitOptions:
     backed: bool = False
     batch_key: list[str] | None = None
     encode_batch: bool = MODEL_DEFAULTS.encode_batch
+    batch_mmd_weight: float = MODEL_DEFAULTS.batch_mmd_weight
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> FitOptions:
@@ -166,12 +167,26 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _finite_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 

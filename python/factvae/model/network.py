@@ -12,7 +12,13 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from factvae.model.fused import SparseCounts, factorised_nll
-from factvae.model.terms import LossWeights, gaussian_kl, regulatory_loss, ssa_loss
+from factvae.model.terms import (
+    LossWeights,
+    batch_mmd,
+    gaussian_kl,
+    regulatory_loss,
+    ssa_loss,
+)
 
 
 class UniformDropout(nn.Dropout):
@@ -245,7 +251,9 @@ class FactVAENetwork(nn.Module):
         """Eq. 13's terms, each averaged over the batch's cells: both modalities' negative
         log-likelihood and KL (Eq. 1), the regulatory term (Eq. 8-9), and ``joint``, their sum
         weighted by ``weights`` (alpha multiplies exp of the regulatory term, as the authors
-        do). ``product_dtype`` (bf16) runs the decoders' factor products in lower precision.
+        do). With a batch covariate, ``batch_mmd`` (:func:`batch_mmd` of each half's means)
+        joins the sum, weighted too. ``product_dtype`` (bf16) runs the decoders' factor
+        products in lower precision.
         The regulatory term reads the factor columns ``F`` only, never the batch offsets."""
         rna_mean, rna_logvar, z_rna = self.encode_rna(batch.rna_rep, batch.batch)
         atac_mean, atac_logvar, z_atac = self.encode_atac(batch.atac_rep, batch.batch)
@@ -270,6 +278,11 @@ class FactVAENetwork(nn.Module):
             + weights.atac_kl * terms["atac_kl"]
             + weights.regulatory * torch.exp(terms["regulatory"])
         )
+        if batch.batch is not None and weights.batch_mmd > 0:
+            terms["batch_mmd"] = batch_mmd(rna_mean, batch.batch) + batch_mmd(
+                atac_mean, batch.batch
+            )
+            terms["joint"] = terms["joint"] + weights.batch_mmd * terms["batch_mmd"]
         return terms
 
     def ssa_loss(self, batch: Batch) -> torch.Tensor:

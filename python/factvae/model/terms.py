@@ -10,15 +10,16 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of Eq. 1 and 13: each modality's reconstruction and KL, and alpha (the
-    regulatory term). Built from :class:`factvae.settings.ModelSettings`, which owns the
-    defaults."""
+    """Weights of Eq. 1 and 13: each modality's reconstruction and KL, alpha (the
+    regulatory term), and with a batch covariate the batch-mixing term (:func:`batch_mmd`).
+    Built from :class:`factvae.settings.ModelSettings`, which owns the defaults."""
 
     rna_recon: float
     atac_recon: float
     rna_kl: float
     atac_kl: float
     regulatory: float
+    batch_mmd: float  # 0 without a batch covariate
 
     def per_modality(self, terms: dict[str, float]) -> dict[str, float]:
         """Each modality's weighted reconstruction and KL (its share of Eq. 13): what early
@@ -53,3 +54,28 @@ def ssa_loss(z_teacher: torch.Tensor, z_student: torch.Tensor) -> torch.Tensor:
     teacher = F.normalize(z_teacher, dim=1)
     student = F.normalize(z_student, dim=1)
     return torch.mean(1.0 - F.cosine_similarity(teacher @ teacher.T, student @ student.T, dim=1))
+
+
+MMD_BANDWIDTHS = (0.125, 0.5, 2.0)  # RBF widths, as fractions of the mean squared distance
+
+
+def batch_mmd(z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    """How far each batch's cells lie from the minibatch's as a whole: the squared maximum
+    mean discrepancy (multi-width RBF kernel) between each batch present with >= 2 cells and
+    all cells, averaged over those batches.
+
+    The decoders' batch offsets (Eq. 7 with ``B``) let the latent drop sample effects but
+    nothing asks it to: fitted with them alone, the halves' neighbours stay in their own
+    sample (iLISI ~1.05 of 4 in ``benchmarks/batches.py``). This penalty, as in trVAE and
+    scArches, asks for it. ``batch`` is the cells' one-hot (cells x batches); the widths
+    follow the minibatch's own scale, so the penalty does not change with the latent's.
+    """
+    squared = torch.cdist(z, z).pow(2)
+    scale = squared.detach().mean().clamp_min(1e-6)
+    kernel = sum(torch.exp(-squared / (scale * width)) for width in MMD_BANDWIDTHS)
+    sizes = batch.sum(dim=0)
+    present = (sizes >= 2).to(z.dtype)
+    # (a batch's mean embedding - all cells' mean embedding) as weights on the cells
+    weights = (batch.to(z.dtype) / sizes.clamp_min(1) - 1.0 / z.shape[0]) * present
+    discrepancy = torch.einsum("ib,ij,jb->b", weights, kernel, weights)
+    return discrepancy.sum() / present.sum().clamp_min(1)

@@ -1,6 +1,8 @@
 """Decoders conditioned on a batch covariate (Eq. 7 with batch offsets): the fused likelihood
 against the reference maths, batch-free embeddings, and the parameters a query may train."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,10 +10,10 @@ import torch
 from factvae.model.fused import SparseCounts, factorised_nll
 from factvae.model.network import Architecture, Batch, FactorDecoder, FactVAENetwork
 from factvae.model.reference import decoder_parameters, dense_log_likelihood
-from factvae.model.terms import LossWeights, regulatory_loss
+from factvae.model.terms import LossWeights, batch_mmd, regulatory_loss
 
 PAIRS = (np.array([0, 1, 2]), np.array([0, 3, 5]))
-WEIGHTS = LossWeights(0.1, 0.002, 0.1, 0.03, 1.0)
+WEIGHTS = LossWeights(0.1, 0.002, 0.1, 0.03, 1.0, 0.0)
 
 
 def _arch(n_batches=0, encode_batch=False, likelihood="zinb", hidden=(16,)):
@@ -189,3 +191,63 @@ def test_encode_batch_reads_the_batch_and_new_levels_grow_only_their_parameters(
     assert len(trainable) == 6 + (2 if hidden else 4)
     grown.unfreeze(handles)
     assert all(p.requires_grad for p in grown.parameters())
+
+
+# ---- the batch-mixing term ---------------------------------------------------------------------
+
+
+def test_batch_mmd_is_zero_for_identical_batches_and_grows_with_their_shift():
+    g = torch.Generator().manual_seed(0)
+    points = torch.randn(20, 5, generator=g, dtype=torch.float64)
+    z = torch.cat([points, points])  # batch 0 and batch 1 hold the same cells
+    two = _one_hot([0] * 20 + [1] * 20, 2)
+    assert batch_mmd(z, two).abs() < 1e-12
+    shifts = [0.5, 1.0, 2.0]
+    values = [float(batch_mmd(torch.cat([points, points + s]), two)) for s in shifts]
+    assert 0 < values[0] < values[1] < values[2]
+    # its kernel widths follow the minibatch's scale: a rescaled latent scores the same
+    shifted = torch.cat([points, points + 1.0])
+    torch.testing.assert_close(batch_mmd(10 * shifted, two), batch_mmd(shifted, two))
+
+
+def test_batch_mmd_ignores_lone_cells_and_a_minibatch_of_one_batch():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    assert batch_mmd(z, _one_hot([0] * 9, 3)) == 0
+    assert batch_mmd(z[:1], _one_hot([2], 3)) == 0  # one cell: no NaN
+    # a batch seen in one cell is left out of the average, not compared as a distribution
+    with_lone = batch_mmd(z, _one_hot([0] * 4 + [1] * 4 + [2], 3))
+    manual = batch_mmd(z, _one_hot([0] * 4 + [1] * 4 + [2], 3)[:, :2].contiguous())
+    torch.testing.assert_close(with_lone, manual)
+
+
+def test_steps_on_batch_mmd_bring_shifted_batches_together():
+    g = torch.Generator().manual_seed(2)
+    points = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    z = torch.cat([points, points + 3.0]).requires_grad_(True)
+    two = _one_hot([0] * 30 + [1] * 30, 2)
+    gap = (z[30:].mean(0) - z[:30].mean(0)).norm().item()
+    optimiser = torch.optim.Adam([z], lr=0.05)
+    for _ in range(100):
+        optimiser.zero_grad()
+        batch_mmd(z, two).backward()
+        optimiser.step()
+    assert (z[30:].mean(0) - z[:30].mean(0)).norm().item() < gap / 2
+
+
+def test_the_loss_adds_the_weighted_batch_mmd_only_with_a_batch_covariate():
+    torch.manual_seed(4)
+    net = FactVAENetwork(_arch(n_batches=2), PAIRS).eval()
+    batch = _batch(net, n=8)
+    plain = net.loss(batch, WEIGHTS)
+    mixing = net.loss(batch, dataclasses.replace(WEIGHTS, batch_mmd=10.0))
+    assert "batch_mmd" not in plain and mixing["batch_mmd"] > 0
+    rna_mean, _, _ = net.encode_rna(batch.rna_rep, batch.batch)
+    atac_mean, _, _ = net.encode_atac(batch.atac_rep, batch.batch)
+    expected = batch_mmd(rna_mean, batch.batch) + batch_mmd(atac_mean, batch.batch)
+    torch.testing.assert_close(mixing["batch_mmd"], expected)
+    torch.testing.assert_close(mixing["joint"], plain["joint"] + 10.0 * expected)
+    unbatched = FactVAENetwork(_arch(), PAIRS).eval()
+    unbatched_cells = _batch(unbatched, n=8, codes=[0] * 8)
+    terms = unbatched.loss(unbatched_cells, dataclasses.replace(WEIGHTS, batch_mmd=10.0))
+    assert "batch_mmd" not in terms

@@ -248,6 +248,20 @@ def test_default_atac_weight_is_the_authors_up_to_their_peaks_and_in_proportion_
     assert paper.loss_weights(200_000).atac_recon == 0.002
 
 
+def test_the_batch_mixing_weight_applies_only_with_a_batch_key() -> None:
+    from factvae.errors import FactVAEInputError
+    from factvae.settings import BATCH_MMD_WEIGHT, ModelSettings
+
+    assert ModelSettings.from_kwargs({}).loss_weights(5_000).batch_mmd == 0
+    batched = ModelSettings.from_kwargs({"batch_key": "sample"})
+    assert batched.loss_weights(5_000).batch_mmd == BATCH_MMD_WEIGHT > 0
+    off = ModelSettings.from_kwargs({"batch_key": "sample", "batch_mmd_weight": 0})
+    assert off.loss_weights(5_000).batch_mmd == 0
+    assert ModelSettings.from_kwargs({"batch_key": "s"}, preset="paper").batch_mmd_weight > 0
+    with pytest.raises(FactVAEInputError, match="batch_mmd_weight must be a finite number >= 0"):
+        ModelSettings.from_kwargs({"batch_key": "sample", "batch_mmd_weight": -1})
+
+
 def test_default_atac_kl_is_beta_one_and_the_paper_keeps_its_own() -> None:
     from factvae.settings import PAPER_SSA_LR, ModelSettings
 
