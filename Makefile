@@ -52,7 +52,9 @@ bench: setup
 	$(PYTHON) benchmarks/links.py
 	$(PYTHON) benchmarks/links_quality.py --seeds 0 1 2
 	$(PYTHON) benchmarks/links_crispri.py
-	$(PYTHON) benchmarks/batches.py --seeds 0 1 2
+	$(PYTHON) benchmarks/batches.py --seeds 0 1 2 --jobs 3
+	$(PYTHON) benchmarks/batches.py --seeds 0 1 --jobs 2 --imbalanced --no-mapping \
+		--name batches_imbalanced
 	$(PYTHON) benchmarks/batches.py --seeds 0 1 --shift-sd 2.0 --name batches_strong
 	$(PYTHON) benchmarks/scale.py --sizes snare 10000x50000 50000x150000:reps 100000x200000:reps
 	$(PYTHON) benchmarks/scale.py --name scale_peaks \

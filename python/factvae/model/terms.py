@@ -1,4 +1,5 @@
-"""The loss terms of Eq. 8-13 besides the likelihood, and the weights that combine them."""
+"""The loss terms of Eq. 8-13 besides the likelihood, the batch-mixing term, and the weights
+that combine them."""
 
 from __future__ import annotations
 
