@@ -171,7 +171,7 @@
 #' GRanges spanning each gene's TSS and the centre of the linked peak, with the
 #' columns
 #' * `score`: the ranking (see `link.score` in [RunFactVAE()]); by default the
-#'   peak's share of its gene's `contact` weighted by `(1 + covariation) / 2`;
+#'   posterior (0-1) of a two-group model from `contact` and `zscore`;
 #' * `gene`, `peak`, `distance` (signed bases from the TSS, negative upstream);
 #' * `covariation`: the model's co-variation of the pair over cells (the
 #'   correlation of the gene's and the peak's decoder contributions; the

@@ -108,10 +108,12 @@
 #' @param link.window Largest distance, in bases, between a gene's TSS and a
 #'   linked peak.
 #' @param link.score How links are ranked: `"combined"` (the default), the
-#'   peak's power-law contact with the TSS as a share of its gene's candidates
-#'   (as the Activity-by-Contact model without Hi-C), weighted by the model's
-#'   co-variation of the pair; `"abc"`, the peak's accessibility times that
-#'   contact, as a share; `"correlation"`, the co-variation alone: the
+#'   posterior probability of a link under a two-group model fitted to the
+#'   candidates: its prior is the peak's power-law contact with the TSS (as the
+#'   Activity-by-Contact model without Hi-C), its evidence the `zscore` of the
+#'   model's co-variation of the pair, so the co-variation counts as much as
+#'   the data show it does; `"abc"`, the peak's accessibility times that
+#'   contact, as a share of its gene's candidates; `"correlation"`, the co-variation alone: the
 #'   correlation over cells of the gene's and the peak's contributions to the
 #'   model's decoders, which does not depend on how the RNA and ATAC latent
 #'   spaces are rotated against each other; or `"cosine"`, the paper's cosine

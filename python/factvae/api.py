@@ -251,9 +251,11 @@ class FactVAE(ModelState):
         of ``genes`` among them). Coordinates come from ``gene_annotation`` or, by default, the
         annotation the model was built with (a loaded model keeps its modelled genes' only).
 
-        ``score="combined"`` (default) ranks by the peak's power-law contact with the TSS as a
-        share of the gene's candidates (as ABC without Hi-C), weighted by the model's
-        co-variation of the pair; ``"abc"`` by accessibility x contact as that share;
+        ``score="combined"`` (default) ranks by the posterior of a two-group model fitted to
+        the candidates: prior from the peak's power-law contact with the TSS (as ABC without
+        Hi-C), evidence from the ``zscore`` of the model's co-variation of the pair, weighted
+        as much as the data support; ``"abc"`` by accessibility x contact as a share of the
+        gene's candidates;
         ``"correlation"`` by the co-variation alone; ``"cosine"`` by the paper's embedding
         cosine. ``pvalue``/``qvalue``: the co-variation
         against peaks of matched accessibility on other chromosomes, as Signac's LinkPeaks;

@@ -141,7 +141,7 @@ test_that("links are a Signac-style GRanges joining genes to peaks of the input"
   expect_true(all(links$pvalue >= 0 & links$pvalue <= 1 & links$qvalue >= links$pvalue))
   expect_true(all(links$pvalue_cis >= 0 & links$pvalue_cis <= 1 &
                     links$qvalue_cis >= links$pvalue_cis))
-  # the default score is a share of the gene's contact weighted by (1 + covariation) / 2
+  # the default score is a posterior probability
   expect_true(all(links$score >= 0 & links$score <= 1 + 1e-6))
   expect_true(all(abs(links$covariation) <= 1 + 1e-6))
   # Each range spans the gene's TSS and its peak's centre, on the peak's chromosome.

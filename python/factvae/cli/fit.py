@@ -161,9 +161,10 @@ def add_fit_parser(commands: argparse._SubParsersAction) -> None:
         "--links-score",
         default=FitOptions.links_score,
         choices=LINK_SCORES,
-        help="combined: the ABC-style power-law contact with the TSS, as a share of the gene's "
-        "candidates, weighted by the co-variation; abc: peak activity x contact as a share of "
-        "the gene's candidates (ABC without Hi-C); correlation: "
+        help="combined: the posterior of a two-group model fitted to the candidates, whose "
+        "prior is the ABC-style power-law contact with the TSS and whose evidence is the "
+        "co-variation's z-score against other chromosomes; abc: peak activity x contact as "
+        "a share of the gene's candidates (ABC without Hi-C); correlation: "
         "of the gene's and the peak's contributions to the decoders over cells (the "
         "co-variation); cosine: the paper's cosine of their embeddings, highest for the "
         "prior's pairs (default: %(default)s)",

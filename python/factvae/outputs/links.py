@@ -1,14 +1,17 @@
 """Gene-peak links: candidate pairs near the TSS of any annotated gene, ranked by the peak's
-accessibility, its contact with the TSS and the model's co-variation of the pair, and tested.
+contact with the TSS and the model's co-variation of the pair, and tested.
 
 Four scores are available by name (``LINK_SCORES``); each ingredient is a column of the table:
 
-* ``"combined"`` (the default): the peak's contact with the TSS, a power law of distance as the
-  Activity-by-Contact model uses without Hi-C (``contact``), as a share of the gene's total
-  over its candidates, weighted by the model's co-variation of the pair across cells
-  (``covariation``, the correlation below, mapped to ``(1 + r) / 2``). On K562 CRISPRi pairs
-  (``benchmarks/links_crispri.py``) the peaks' accessibility in these cells did not help, so it
-  is reported (``activity``, ``abc``) rather than built in.
+* ``"combined"`` (the default): the posterior probability that the pair is a link under a
+  two-group model fitted to the candidates themselves. A pair's prior is its contact with the
+  TSS, ABC's power law of distance without Hi-C (``contact``), raised to an exponent and
+  scaled; its evidence is the ``zscore`` of its co-variation against peaks on other
+  chromosomes, null N(0, 1), links N(shift, 1). The data decide how much the co-variation
+  counts: where linked pairs co-vary clearly the shift is large and ranks them, where the
+  co-variation carries little the shift is near 0 and distance ranks (:func:`two_group_fit`).
+  On K562 CRISPRi pairs (``benchmarks/links_crispri.py``) the peaks' accessibility in these
+  cells did not help, so it is reported (``activity``, ``abc``) rather than built in.
 * ``"abc"``: the Activity-by-Contact score (Fulco et al. 2019) without Hi-C: the peak's
   accessibility (``activity``, the share of cells where it is open) times ``contact``, as a
   share of the gene's total over its candidates (``abc``).
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy.optimize import minimize
 
 from factvae.data.genomics import tss
 from factvae.errors import FactVAEInputError
@@ -151,12 +155,54 @@ def gene_share(gene_index: np.ndarray, values: np.ndarray) -> np.ndarray:
     return values / np.where(total > 0, total, 1.0)[gene_index]
 
 
-def combined_score(
-    gene_index: np.ndarray, contacts: np.ndarray, covariation: np.ndarray
-) -> np.ndarray:
-    """The default score: the contact share weighted by the co-variation mapped to [0, 1], so
-    among pairs at the same distance those that co-vary rank first."""
-    return gene_share(gene_index, contacts) * (1.0 + np.clip(covariation, -1.0, 1.0)) / 2
+PRIOR_CAP = 0.9  # no distance makes a pair certain, so the co-variation still ranks near pairs
+
+
+@dataclass(frozen=True)
+class TwoGroupFit:
+    """The fitted two-group model: a pair's prior ``min(scale * contact^exponent, PRIOR_CAP)``,
+    its ``zscore`` N(``shift``, 1) for links and N(0, 1) for other pairs."""
+
+    shift: float
+    scale: float
+    exponent: float
+
+    def prior(self, contacts: np.ndarray) -> np.ndarray:
+        return np.clip(self.scale * contacts**self.exponent, 1e-12, PRIOR_CAP)
+
+    def posterior(self, zscore: np.ndarray, contacts: np.ndarray) -> np.ndarray:
+        """P(link | contact, zscore): prior odds times the likelihood ratio
+        ``exp(shift * z - shift^2 / 2)``, which rises with z whatever the shift."""
+        prior = self.prior(contacts)
+        log_odds = np.log(prior) - np.log1p(-prior) + self.shift * zscore - self.shift**2 / 2
+        return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
+
+
+def two_group_fit(zscore: np.ndarray, contacts: np.ndarray) -> TwoGroupFit:
+    """Fit :class:`TwoGroupFit` to all candidates by maximum likelihood of their z-scores,
+    a mixture whose link share follows each pair's contact; starts from ABC's exponent.
+
+    The shift is kept >= 0 (a link does not co-vary less than background) and the exponent
+    within 0-3. The null's N(0, 1) is the z-scores' own: each is standardised against its
+    gene's background pairs. L-BFGS on three parameters: well under a second for the 67,000
+    candidates of snare_hcellline.
+    """
+    z = np.nan_to_num(np.asarray(zscore, dtype=np.float64))
+    log_contact = np.log(np.asarray(contacts, dtype=np.float64))
+    null_density = np.exp(-(z**2) / 2)
+
+    def negative_log_likelihood(params: np.ndarray) -> float:
+        shift, log_scale, exponent = params
+        prior = np.clip(np.exp(log_scale + exponent * log_contact), 1e-12, PRIOR_CAP)
+        link_density = np.exp(-((z - shift) ** 2) / 2)
+        return -float(np.log(prior * link_density + (1 - prior) * null_density + 1e-300).sum())
+
+    start = np.array([1.0, np.log(0.1), CONTACT_GAMMA])
+    bounds = [(0.0, 10.0), (np.log(1e-6), np.log(PRIOR_CAP)), (0.0, 3.0)]
+    shift, log_scale, exponent = minimize(
+        negative_log_likelihood, start, method="L-BFGS-B", bounds=bounds
+    ).x
+    return TwoGroupFit(float(shift), float(np.exp(log_scale)), float(exponent))
 
 
 def infer_links(
@@ -183,8 +229,8 @@ def infer_links(
       ``n_background`` candidates outside the ``prior`` (genes x peaks, same order) at a
       similar distance to the TSS with similarly accessible peaks: evidence beyond distance.
     * ``activity`` (the peak's ``accessibility``), ``contact``, ``abc``: the ABC ingredients
-      (``score``, with the default ``"combined"``, is the share of ``contact`` weighted by
-      ``(1 + covariation) / 2``).
+      (``score``, with the default ``"combined"``, is the posterior of :func:`two_group_fit`
+      from ``contact`` and ``zscore``).
     * ``in_prior``: the prior's own pairs, which training tied together; ``modelled``: the
       gene is one the decoder models (else it has a ridge loading).
     """
@@ -210,8 +256,6 @@ def infer_links(
     activity = accessibility if accessibility is not None else np.ones(len(peaks))
     contacts = contact(distance)
     abc = gene_share(g, activity[p] * contacts)
-    rankings = {"combined": combined_score(g, contacts, covariation), "abc": abc}
-    ranking = rankings.get(score, covariation)
     rng = np.random.default_rng(seed)
     chrom_codes = pd.factorize(
         np.concatenate([genes["chrom"].astype(str), peaks["chrom"].astype(str)])
@@ -224,6 +268,10 @@ def infer_links(
     eligible = ~in_prior if (~in_prior).any() else np.ones(len(g), dtype=bool)
     background = matched_background(strata, eligible, n_background, rng)
     zscore_cis, pvalue_cis = stratified_test(covariation, strata, background)
+    if score == "combined":
+        ranking = two_group_fit(zscore, contacts).posterior(zscore, contacts)
+    else:
+        ranking = abc if score == "abc" else covariation
     return pd.DataFrame(
         {
             "gene": genes.index[g],

@@ -17,10 +17,12 @@ from factvae.outputs.link_tests import (
 )
 from factvae.outputs.links import (
     CONTACT_FLOOR,
+    PRIOR_CAP,
+    TwoGroupFit,
     candidate_pairs,
-    combined_score,
     contact,
     gene_share,
+    two_group_fit,
 )
 from factvae.settings import RUN_DEFAULTS
 
@@ -142,16 +144,43 @@ def test_contact_is_flat_near_the_tss_then_a_power_law():
     np.testing.assert_allclose(c[3] / c[4], 10**1.024)
 
 
-def test_combined_score_orders_a_hand_made_case():
-    """Gene 0: a near peak that co-varies, a near one that does not, a far one that does;
-    gene 1 has a single far peak, which is all of its neighbourhood."""
-    genes = np.array([0, 0, 0, 1])
-    distance = np.array([2_000, 4_000, 100_000, 100_000])
-    covariation = np.array([0.8, -0.8, 0.8, 0.0])
-    contacts = contact(distance)
-    share = gene_share(genes, contacts)
-    np.testing.assert_allclose(np.bincount(genes, weights=share), 1.0)
-    score = combined_score(genes, contacts, covariation)
-    np.testing.assert_allclose(score, share * (1 + covariation) / 2)
-    assert score[0] > score[1] > score[2]  # at the same distance co-variation decides
-    assert score[3] > score[0]  # a lone candidate holds its gene's whole share
+def planted_candidates(shift: float, seed: int = 0):
+    """Candidates 0-150 kb from a TSS whose links are drawn with probability 0.5 x contact and
+    whose z-scores are N(shift, 1) for links, N(0, 1) for the others."""
+    rng = np.random.default_rng(seed)
+    contacts = contact(rng.uniform(0, 150_000, 20_000))
+    linked = rng.random(len(contacts)) < 0.5 * contacts
+    zscore = rng.normal(size=len(contacts)) + shift * linked
+    return contacts, zscore, linked
+
+
+def test_two_group_fit_learns_how_much_the_co_variation_counts():
+    from sklearn.metrics import roc_auc_score
+
+    contacts, zscore, linked = planted_candidates(shift=2.0)
+    fit = two_group_fit(zscore, contacts)
+    assert 1.7 < fit.shift < 2.3 and 0.7 < fit.exponent < 1.4
+    posterior = fit.posterior(zscore, contacts)
+    auroc = roc_auc_score(linked, posterior)
+    assert auroc > roc_auc_score(linked, zscore) + 0.02
+    assert auroc > roc_auc_score(linked, contacts) + 0.05
+    # without evidence in the z-scores the shift is near 0 and distance ranks alone
+    flat = two_group_fit(planted_candidates(shift=0.0)[1], contacts)
+    assert flat.shift < 0.3
+    assert roc_auc_score(linked, flat.posterior(zscore, contacts)) > 0.65
+
+
+def test_two_group_posterior_rises_with_evidence_and_contact():
+    fit = TwoGroupFit(shift=1.5, scale=0.5, exponent=1.0)
+    z = np.linspace(-10, 10, 41)
+    near, far = fit.posterior(z, np.ones_like(z)), fit.posterior(z, np.full_like(z, 0.05))
+    assert np.all(np.diff(near) > 0) and np.all(np.diff(far) >= 0)
+    assert np.all(near >= far) and np.all((near >= 0) & (near <= 1))
+    assert fit.prior(np.array([1.0]))[0] == 0.5 and fit.prior(np.array([0.05]))[0] == 0.025
+    assert TwoGroupFit(0.0, 5.0, 1.0).prior(np.array([1.0]))[0] == PRIOR_CAP
+
+
+def test_abc_shares_sum_to_one_per_gene():
+    genes = np.array([0, 0, 1])
+    share = gene_share(genes, np.array([1.0, 3.0, 2.0]))
+    np.testing.assert_allclose(share, [0.25, 0.75, 1.0])
