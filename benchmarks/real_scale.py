@@ -158,8 +158,9 @@ def summarise(rows: list[dict], stats: dict, base: dict, settings: dict) -> str:
         seconds = statistics.median(k["seconds"] for k in linked)
         lines.append(
             f"Links for every gene detected in >= 1% of cells: {linked[0]['pairs']:,} pairs for "
-            f"{linked[0]['genes']:,} genes, median {seconds:.1f} s, adding at most "
-            f"{max(k['rss_growth_mb'] for k in linked):.0f} MB to the peak RSS."
+            f"{linked[0]['genes']:,} genes, median {seconds:.1f} s; they raised the process's "
+            f"peak RSS by at most {max(k['rss_growth_mb'] for k in linked):.0f} MB (0: they "
+            "stayed below the fit's own peak)."
         )
     return "\n".join(lines)
 
