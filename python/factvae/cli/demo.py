@@ -15,9 +15,9 @@ from factvae.outputs.scores import clustering_scores
 
 DEMO_EPOCHS = 60
 # The demo's 800 cells carry too little ATAC signal for the default weight (0.002 at 5,000
-# peaks): its planted links score AUROC 0.739 / 0.738 / 0.636 there against 0.907 / 0.913 /
-# 0.888 at 0.2 (seeds 0-2, `factvae demo --seed S --atac-weight W`); k-means ARI 0.998-1.000
-# either way.
+# peaks): with the default link score its planted links score AUROC 0.899 / 0.905 / 0.876
+# there against 0.920 / 0.924 / 0.907 at 0.2 (seeds 0-2, `factvae demo --seed S
+# --atac-weight W`, 2026-12-03); k-means ARI 1.000 either way.
 DEMO_ATAC_WEIGHT = 0.2
 _DEMO_OUTPUTS = outputs_epilog(
     "outputs (in --out DIR):",
