@@ -174,7 +174,8 @@ class TwoGroupFit:
         """P(link | contact, zscore): prior odds times the likelihood ratio
         ``exp(shift * z - shift^2 / 2)``, which rises with z whatever the shift."""
         prior = self.prior(contacts)
-        log_odds = np.log(prior) - np.log1p(-prior) + self.shift * zscore - self.shift**2 / 2
+        evidence = self.shift * np.nan_to_num(zscore) - self.shift**2 / 2  # NaN: no evidence
+        log_odds = np.log(prior) - np.log1p(-prior) + evidence
         return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
 
 
@@ -188,12 +189,12 @@ def two_group_fit(zscore: np.ndarray, contacts: np.ndarray) -> TwoGroupFit:
     candidates of snare_hcellline.
     """
     z = np.nan_to_num(np.asarray(zscore, dtype=np.float64))
-    log_contact = np.log(np.asarray(contacts, dtype=np.float64))
+    contacts = np.asarray(contacts, dtype=np.float64)
     null_density = np.exp(-(z**2) / 2)
 
     def negative_log_likelihood(params: np.ndarray) -> float:
         shift, log_scale, exponent = params
-        prior = np.clip(np.exp(log_scale + exponent * log_contact), 1e-12, PRIOR_CAP)
+        prior = TwoGroupFit(shift, np.exp(log_scale), exponent).prior(contacts)
         link_density = np.exp(-((z - shift) ** 2) / 2)
         return -float(np.log(prior * link_density + (1 - prior) * null_density + 1e-300).sum())
 
