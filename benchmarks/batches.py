@@ -20,6 +20,8 @@ enough that, fitted without a batch covariate, neighbouring cells come from one 
     .venv/bin/python benchmarks/batches.py --seeds 0 1 --jobs 2 --imbalanced --no-mapping \
         --name batches_imbalanced
     .venv/bin/python benchmarks/batches.py --seeds 0 1 --shift-sd 2.0 --name batches_strong
+    .venv/bin/python benchmarks/batches.py --variants "batch_key (default mixing term)" \
+        --settings '{"ssa_objective": "similarity"}' --name batches_similarity
 """
 
 from __future__ import annotations
@@ -132,7 +134,8 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
     sim = simulated(args, seed)
     rows: dict = {"integration": {}, "mapping": {}}
-    for name, settings in VARIANTS.items():
+    for name in args.variants:
+        settings = {**VARIANTS[name], **json.loads(args.settings)}
         rows["integration"][name] = integration(sim, seed, settings)
         print(f"seed {seed} integration {name}: {rows['integration'][name]}", flush=True)
         if args.mapping:
@@ -154,7 +157,8 @@ def summarise(result: dict) -> str:
     lines = [
         f"{result['cells']} simulated cells, {result['genes']} genes, {result['peaks']} peaks, "
         f"{result['batches']} batches (feature shifts sd {result['shift_sd']}); median over "
-        f"seeds {', '.join(map(str, seeds))}.{absent}",
+        f"seeds {', '.join(map(str, seeds))}.{absent}"
+        + "".join(f" {key}={value}." for key, value in result.get("settings", {}).items()),
         "",
         f"| fit | cell-type ARI | batch ASW | iLISI (1-{result['batches']}) | RNA half iLISI "
         "| ATAC half iLISI | fit (s) |",
@@ -207,6 +211,11 @@ def main() -> None:
     parser.add_argument(
         "--no-mapping", dest="mapping", action="store_false", help="integration only"
     )
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+        help="the fits to run (default: all)",
+    )  # fmt: skip
+    parser.add_argument("--settings", default="{}", help="model settings for every fit, as JSON")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run side by side")
     parser.add_argument("--name", default="batches")
     args = parser.parse_args()
@@ -214,8 +223,9 @@ def main() -> None:
     result: dict = {
         "seeds": args.seeds, "cells": args.cells, "genes": args.genes, "peaks": args.peaks,
         "batches": args.batches, "shift_sd": args.shift_sd, "imbalanced": args.imbalanced,
-        "integration": {name: [] for name in VARIANTS},
-        "mapping": {name: [] for name in VARIANTS} if args.mapping else {},
+        "settings": json.loads(args.settings),
+        "integration": {name: [] for name in args.variants},
+        "mapping": {name: [] for name in args.variants} if args.mapping else {},
     }  # fmt: skip
     with ProcessPoolExecutor(args.jobs) as pool:  # one seed a process
         for seed, rows in zip(args.seeds, pool.map(one_seed, [args] * len(args.seeds), args.seeds)):

@@ -33,7 +33,8 @@ def main() -> None:
     rna, atac, genes = load_snare()
     model = factvae.FactVAE(rna, atac, gene_annotation=genes)
     trainer = Trainer(model.network, model.settings.loss_weights(len(model.peaks)),
-                      model.settings.optimiser(), torch.device("cpu"), args.precision)  # fmt: skip
+                      model.settings.optimiser(), torch.device("cpu"), args.precision,
+                      ssa=model.settings.ssa_objective)  # fmt: skip
     rng = np.random.default_rng(0)
     batches = [make_batch(model._data, index, torch.device("cpu"))
                for index in minibatches(len(model.obs_names), 128, rng)]  # fmt: skip

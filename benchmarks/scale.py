@@ -146,7 +146,8 @@ def run_size(size: str, steps: int, seed: int, precision: str) -> dict:
     model = factvae.FactVAE(rna, atac, gene_annotation=genes, **reps)
     prepared = time.perf_counter()
     trainer = Trainer(model.network, model.settings.loss_weights(len(model.peaks)),
-                      model.settings.optimiser(), torch.device("cpu"), precision)  # fmt: skip
+                      model.settings.optimiser(), torch.device("cpu"), precision,
+                      ssa=model.settings.ssa_objective)  # fmt: skip
     n_cells, n_peaks = atac.shape
     batches = minibatches(n_cells, BATCH, np.random.default_rng(seed))
     times = []

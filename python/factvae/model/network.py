@@ -15,6 +15,7 @@ from factvae.model.fused import SparseCounts, factorised_nll
 from factvae.model.terms import (
     LossWeights,
     batch_mmd,
+    cell_alignment_loss,
     gaussian_kl,
     regulatory_loss,
     ssa_loss,
@@ -285,12 +286,17 @@ class FactVAENetwork(nn.Module):
             terms["joint"] = terms["joint"] + weights.batch_mmd * terms["batch_mmd"]
         return terms
 
-    def ssa_loss(self, batch: Batch) -> torch.Tensor:
-        """Eq. 10-11: the ATAC encoder's cell-cell similarities pulled towards the RNA
-        encoder's, which is a fixed teacher (no gradient reaches it)."""
+    def ssa_loss(self, batch: Batch, objective: str = "similarity") -> torch.Tensor:
+        """The ATAC encoder taught by the RNA encoder, a fixed teacher (no gradient reaches
+        it): ``"similarity"``, Eq. 10-11, pulls the cell-cell similarities of the sampled
+        latents together; ``"cosine"`` (:func:`cell_alignment_loss`) pulls each cell's ATAC
+        latent mean towards the direction of its RNA latent mean."""
         with torch.no_grad():
-            z_teacher = self.encode_rna(batch.rna_rep, batch.batch)[2]
-        return ssa_loss(z_teacher, self.encode_atac(batch.atac_rep, batch.batch)[2])
+            teacher_mean, _, z_teacher = self.encode_rna(batch.rna_rep, batch.batch)
+        student_mean, _, z_student = self.encode_atac(batch.atac_rep, batch.batch)
+        if objective == "cosine":
+            return cell_alignment_loss(teacher_mean, student_mean)
+        return ssa_loss(z_teacher, z_student)
 
     # ---- new batches (mapping query data onto a trained model) ------------------------------
     def with_new_batches(self, n_new: int) -> FactVAENetwork:

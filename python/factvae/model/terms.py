@@ -1,5 +1,5 @@
-"""The loss terms of Eq. 8-13 besides the likelihood, the batch-mixing term, and the weights
-that combine them."""
+"""The loss terms of Eq. 8-13 besides the likelihood, the SSA step's per-cell alignment, the
+batch-mixing term, and the weights that combine them."""
 
 from __future__ import annotations
 
@@ -55,6 +55,18 @@ def ssa_loss(z_teacher: torch.Tensor, z_student: torch.Tensor) -> torch.Tensor:
     teacher = F.normalize(z_teacher, dim=1)
     student = F.normalize(z_student, dim=1)
     return torch.mean(1.0 - F.cosine_similarity(teacher @ teacher.T, student @ student.T, dim=1))
+
+
+def cell_alignment_loss(teacher_mean: torch.Tensor, student_mean: torch.Tensor) -> torch.Tensor:
+    """1 - mean cosine between each cell's two latent means: the SSA step's ``"cosine"``
+    objective. Eq. 11 asks only that the ATAC half's cell-cell similarities copy the RNA
+    half's, which sparse peaks can meet with little of the RNA's structure; this asks each
+    cell's ATAC latent to point where its RNA latent points, the same axes that the
+    regulatory term (Eq. 8-9) already ties the two decoders' factors to."""
+    return torch.mean(1.0 - F.cosine_similarity(teacher_mean, student_mean, dim=1))
+
+
+SSA_OBJECTIVES = ("similarity", "cosine")  # Eq. 10-11 (the paper's); cell_alignment_loss
 
 
 MMD_BANDWIDTHS = (0.125, 0.5, 2.0)  # RBF widths, as fractions of the mean squared distance

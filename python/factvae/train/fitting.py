@@ -121,7 +121,7 @@ def model_trainer(
         precision=precision,
         group=group,
         trainable=trainable,
-        ssa=ssa,
+        ssa=settings.ssa_objective if ssa else None,
     )
 
 

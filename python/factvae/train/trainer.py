@@ -1,6 +1,7 @@
-"""The training loop: per minibatch a joint update (Eq. 13) and an SSA update (Eq. 11), with
-skipped non-finite steps, roll-backs, validation, early stopping and checkpoints. The network
-owns the objective; this module only steps optimisers and loops."""
+"""The training loop: per minibatch a joint update (Eq. 13) and an SSA update (Eq. 11 or the
+per-cell alignment, ``ssa_objective``), with skipped non-finite steps, roll-backs, validation,
+early stopping and checkpoints. The network owns the objective; this module only steps
+optimisers and loops."""
 
 from __future__ import annotations
 
@@ -96,9 +97,10 @@ class EarlyStopping:
 class Trainer:
     """Runs the per-minibatch joint step (all parameters) and SSA step (ATAC encoder only).
 
-    ``trainable`` limits the joint step to those parameters (the rest is left untouched), and
-    ``ssa=False`` skips the SSA step: how a trained model is adapted to new batches
-    (``FactVAE.map_query``), where the encoders are frozen.
+    ``trainable`` limits the joint step to those parameters (the rest is left untouched).
+    ``ssa`` names the SSA step's objective (``SSA_OBJECTIVES``); ``None`` skips the step: how
+    a trained model is adapted to new batches (``FactVAE.map_query``), where the encoders
+    are frozen.
     """
 
     def __init__(
@@ -110,7 +112,8 @@ class Trainer:
         precision: str = "float32",
         group: ProcessGroup | None = None,
         trainable: list[torch.nn.Parameter] | None = None,
-        ssa: bool = True,
+        *,
+        ssa: str | None,
     ) -> None:
         self.network = network.to(device)
         self.group = group or ProcessGroup()
@@ -134,7 +137,7 @@ class Trainer:
         )
         self.schedulers = [
             torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=optim.lr_decay)
-            for optimiser in (self.optimisers if ssa else [self.joint_optimiser])
+            for optimiser in (self.optimisers if ssa is not None else [self.joint_optimiser])
         ]
         self.epoch = 0
         self.history: list[dict[str, float]] = []
@@ -157,11 +160,11 @@ class Trainer:
         if not self._update(self.joint_optimiser, terms["joint"], parameters):
             return None
         values = {name: float(value.detach()) for name, value in terms.items()}
-        if not self.ssa:
+        if self.ssa is None:
             return values
 
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
-            ssa = self.network.ssa_loss(batch)
+            ssa = self.network.ssa_loss(batch, self.ssa)
         if self._update(self.ssa_optimiser, ssa, list(self.network.atac_encoder.parameters())):
             values["ssa"] = float(ssa.detach())
         return values

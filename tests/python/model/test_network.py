@@ -3,9 +3,12 @@
 import numpy as np
 import torch
 
+import factvae
+from conftest import SMALL_SETTINGS
 from factvae.model.network import Architecture, Encoder, FactVAENetwork
-from factvae.model.terms import gaussian_kl, regulatory_loss, ssa_loss
+from factvae.model.terms import cell_alignment_loss, gaussian_kl, regulatory_loss, ssa_loss
 from factvae.settings import ModelSettings
+from factvae.train.batches import make_batch
 
 NO_PAIRS = (np.array([0]), np.array([0]))
 
@@ -59,6 +62,54 @@ def test_ssa_loss_matches_numpy_eq10_11():
     got = ssa_loss(torch.tensor(z_r), torch.tensor(z_a))
     assert abs(float(got) - want) < 1e-10
     assert float(ssa_loss(torch.tensor(z_r), torch.tensor(z_r * 3.0))) < 1e-12
+
+
+def test_cell_alignment_loss_is_one_minus_each_cells_cosine():
+    rng = np.random.default_rng(2)
+    teacher, student = rng.normal(size=(9, 4)), rng.normal(size=(9, 4))
+    cosine = (teacher * student).sum(1) / np.linalg.norm(teacher, axis=1)
+    cosine /= np.linalg.norm(student, axis=1)
+    got = cell_alignment_loss(torch.tensor(teacher), torch.tensor(student))
+    assert abs(float(got) - np.mean(1 - cosine)) < 1e-10
+    # scale-free per cell, and unlike Eq. 11 it sees a rotation: the similarity matrices of a
+    # rotated copy are the teacher's, its cells' directions are not
+    scaled = student * rng.uniform(0.5, 3, size=(9, 1))
+    assert (
+        abs(float(cell_alignment_loss(torch.tensor(teacher), torch.tensor(scaled))) - float(got))
+        < 1e-10
+    )
+    rotation = np.linalg.qr(rng.normal(size=(4, 4)))[0]
+    rotated = teacher @ rotation
+    assert float(ssa_loss(torch.tensor(teacher), torch.tensor(rotated))) < 1e-12
+    assert float(cell_alignment_loss(torch.tensor(teacher), torch.tensor(rotated))) > 0.1
+
+
+def test_the_ssa_objective_setting_picks_the_ssa_steps_loss(sim, monkeypatch):
+    """``ssa_objective`` reaches the SSA step: the network's loss is each objective's own term
+    of the two encoders' outputs, and the RNA encoder gets no gradient from either."""
+    model = factvae.FactVAE(sim.rna, sim.atac, gene_annotation=sim.genes,
+                            **{**SMALL_SETTINGS, "ssa_objective": "cosine"})  # fmt: skip
+    assert model.settings.ssa_objective == "cosine"
+    network = model.network.eval()  # eval: the latents are the means, so both terms are exact
+    batch = make_batch(model._data, np.arange(32), torch.device("cpu"))
+    rna_mean = network.encode_rna(batch.rna_rep)[0]
+    atac_mean = network.encode_atac(batch.atac_rep)[0]
+    for objective, term in (("cosine", cell_alignment_loss), ("similarity", ssa_loss)):
+        network.zero_grad()
+        loss = network.ssa_loss(batch, objective)
+        torch.testing.assert_close(loss, term(rna_mean.detach(), atac_mean.detach()))
+        loss.backward()
+        assert all(p.grad is None for p in network.rna_encoder.parameters())
+        assert any(p.grad is not None and p.grad.abs().sum() > 0
+                   for p in network.atac_encoder.parameters())  # fmt: skip
+    # and fit() hands the setting to every SSA step
+    seen = []
+    original = FactVAENetwork.ssa_loss
+    monkeypatch.setattr(FactVAENetwork, "ssa_loss",
+                        lambda self, batch, objective: seen.append(objective)
+                        or original(self, batch, objective))  # fmt: skip
+    model.fit(max_epochs=1, batch_size=64, progress=False, seed=0)
+    assert seen and set(seen) == {"cosine"}
 
 
 def test_encoder_samples_in_training_and_returns_mean_in_eval():

@@ -197,7 +197,8 @@ def test_early_stopping_stops_and_restores_the_best_weights(sim) -> None:
     assert summary["best_epoch"] == best == summary["epochs"] - 3
     # the network holds the best epoch's weights: its validation losses are that epoch's again
     trainer = training.Trainer(model.network, model.settings.loss_weights(len(model.peaks)),
-                               model.settings.optimiser(), torch.device("cpu"), "auto")  # fmt: skip
+                               model.settings.optimiser(), torch.device("cpu"), "auto",
+                               ssa=model.settings.ssa_objective)  # fmt: skip
     cells = model.obs_names.get_indexer(model.validation_cells)
     again = trainer.validation_losses(model._data, cells, 64)
     for name in ("validation", "validation_rna", "validation_atac"):
@@ -277,6 +278,9 @@ def test_default_atac_kl_is_beta_one_and_the_paper_keeps_its_own() -> None:
     assert default.ssa_lr == 4 * PAPER_SSA_LR
     with pytest.raises(factvae.FactVAEInputError, match="joint_atac_share"):
         ModelSettings.from_kwargs({"joint_atac_share": -1})
+    assert paper.ssa_objective == "similarity"  # Eq. 10-11
+    with pytest.raises(factvae.FactVAEInputError, match="ssa_objective must be one of"):
+        ModelSettings.from_kwargs({"ssa_objective": "mse"})
 
 
 def test_the_fit_trains_with_the_weight_for_its_own_peaks(sim, monkeypatch) -> None:

@@ -160,6 +160,7 @@ def test_gradient_clipping_bounds_the_joint_gradient_and_bad_updates_are_skipped
         model.settings.loss_weights(len(model.peaks)),
         model.settings.optimiser(),
         torch.device("cpu"),
+        ssa=model.settings.ssa_objective,
     )
     parameters = list(trainer.network.parameters())
     before = [p.detach().clone() for p in parameters]
