@@ -286,7 +286,7 @@ class FactVAENetwork(nn.Module):
             terms["joint"] = terms["joint"] + weights.batch_mmd * terms["batch_mmd"]
         return terms
 
-    def ssa_loss(self, batch: Batch, objective: str = "similarity") -> torch.Tensor:
+    def ssa_loss(self, batch: Batch, objective: str) -> torch.Tensor:
         """The ATAC encoder taught by the RNA encoder, a fixed teacher (no gradient reaches
         it): ``"similarity"``, Eq. 10-11, pulls the cell-cell similarities of the sampled
         latents together; ``"cosine"`` (:func:`cell_alignment_loss`) pulls each cell's ATAC
