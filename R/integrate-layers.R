@@ -59,7 +59,7 @@
 #' obj <- Seurat::IntegrateLayers(
 #'   obj, method = FactVAEIntegration, seurat = obj,
 #'   annotation = SeuratObject::Misc(obj, "annotation"), max.epochs = 50)
-#' obj <- Seurat::RunUMAP(obj, reduction = "integrated.factvae", dims = 1:100)
+#' obj <- Seurat::RunUMAP(obj, reduction = "integrated.factvae", dims = 1:50)
 #' }
 FactVAEIntegration <- function(object, assay = "RNA", orig = NULL, layers = NULL, groups = NULL,
                                features = NULL, scale.layer = NULL, atac.assay = "ATAC",

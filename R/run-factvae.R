@@ -29,8 +29,9 @@
 #' @param g2p A ready gene-to-peak prior: a genes x peaks (sparse) Matrix with
 #'   gene names and peak names as dimnames, non-zero where a gene and a peak
 #'   are linked. Genes and peaks outside the assays are ignored.
-#' @param n.latent Latent dimensions per modality (the joint embedding has
-#'   twice as many).
+#' @param n.latent Latent dimensions per modality. The joint embedding has as
+#'   many (each cell's RNA and ATAC directions averaged); `preset = "paper"`
+#'   concatenates the two halves, twice as many.
 #' @param n.hvg Number of highly variable genes the model uses.
 #' @param atac.weight Weight of the ATAC reconstruction loss. `NULL` (the
 #'   default): the authors' 0.002 up to their 27,399 peaks, and in proportion
@@ -141,7 +142,7 @@
 #' obj <- SimulateMultiome(n.cells = 600)
 #' obj <- RunFactVAE(obj, annotation = SeuratObject::Misc(obj, "annotation"),
 #'                   max.epochs = 50, links = TRUE, augment = TRUE)
-#' obj <- Seurat::RunUMAP(obj, reduction = "factvae", dims = 1:100)
+#' obj <- Seurat::RunUMAP(obj, reduction = "factvae", dims = 1:50)
 #' }
 RunFactVAE <- function(object, ...) {
   UseMethod("RunFactVAE")

@@ -21,7 +21,8 @@ enough that, fitted without a batch covariate, neighbouring cells come from one 
         --name batches_imbalanced
     .venv/bin/python benchmarks/batches.py --seeds 0 1 --shift-sd 2.0 --name batches_strong
     .venv/bin/python benchmarks/batches.py --variants "batch_key (default mixing term)" \
-        --settings '{"ssa_objective": "similarity"}' --name batches_similarity
+        --settings '{"ssa_objective": "similarity", "joint_embedding": "concatenate"}' \
+        --name batches_similarity
 """
 
 from __future__ import annotations

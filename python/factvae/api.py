@@ -128,9 +128,10 @@ class FactVAE(ModelState):
             raise FactVAEInputError("The model is not trained yet; call fit() first.")
 
     def get_latent(self, kind: str = "joint", rna: Any = None, atac: Any = None) -> np.ndarray:
-        """Cell embeddings (posterior means): ``joint`` = [z_atac * joint_atac_scale, z_rna] (Eq.
-        14, the ATAC half shrunk to its ``joint_atac_share``; 1 with ``preset="paper"``), or one
-        side.
+        """Cell embeddings (posterior means): ``joint``, both halves combined as
+        ``settings.joint_embedding`` says (by default the average of each cell's unit-length RNA
+        and ATAC means, the ATAC weighted by ``joint_atac_scale``, n_latent columns; with
+        ``preset="paper"`` Eq. 14's [z_atac, z_rna], 2 x n_latent), or one half.
 
         Without ``rna``/``atac``: the model's own cells. With new AnnData (raw counts, like the
         training data; ``rna`` for ``kind="rna"``, ``atac`` for ``"atac"``, both for ``joint``,
@@ -150,7 +151,7 @@ class FactVAE(ModelState):
         if rna is None and atac is None:
             return latent_means(
                 self.network, self._rna_rep, self._atac_rep, kind, self.device,
-                batch=self._batch_codes, atac_scale=self.joint_atac_scale,
+                batch=self._batch_codes, joint=self.joint_rule,
             )  # fmt: skip
         return mapping.embed(self, kind, rna, atac)
 

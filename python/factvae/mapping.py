@@ -73,7 +73,7 @@ def embed(model: ModelState, kind: str, rna: Any, atac: Any) -> np.ndarray:
         codes = _known_codes(model, cells.labels, "get_latent")
     return latent_means(
         model.network, cells.rna_rep, cells.atac_rep, kind, model.device, batch=codes,
-        atac_scale=model.joint_atac_scale,
+        joint=model.joint_rule,
     )  # fmt: skip
 
 

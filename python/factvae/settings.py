@@ -10,6 +10,7 @@ from typing import Any
 
 from factvae.errors import FactVAEInputError
 from factvae.model.terms import SSA_OBJECTIVES, LossWeights
+from factvae.outputs.latent import JOINT_EMBEDDINGS
 from factvae.train.trainer import OptimiserSettings
 
 # The default training length: about this many cells passed through the model, so the number
@@ -52,12 +53,18 @@ PAPER_SSA_LR = 5e-4
 # snare_hcellline, 5 seeds: 0.910 / 0.951 and 0.918 / 0.968; benchmarks/README.md).
 SSA_OBJECTIVE = "cosine"
 
-# The joint embedding (Eq. 14 concatenates the two halves' means): the ATAC half is shrunk,
-# never enlarged, so its total variance over the training cells is at most this share of the
-# RNA half's. Plain concatenation lets an ATAC half with more spread but less type signal
-# drown the RNA half it learnt from (snare_hcellline seed 0: ATAC variance 204 vs RNA 22;
-# joint ARI 0.933 concatenated, 0.983 at 0.5, 0.972 at 1; see benchmarks/README.md).
-JOINT_ATAC_SHARE = 0.5
+# The joint embedding: "average" averages each cell's two unit-length latent means (the SSA
+# step's "cosine" puts both halves on the same axes), the ATAC direction weighted by
+# sqrt(JOINT_ATAC_SHARE) = 0.4; "concatenate" is Eq. 14, the ATAC half shrunk, never enlarged,
+# to at most that share of the RNA half's total variance. Chosen on the two halves of default
+# fits (k-means ARI, mean over seeds; benchmarks/README.md "The joint embedding"): real_scale
+# preset (3 seeds) 0.406 concatenated at the former share 0.5, 0.431 averaged at weight 0.4
+# (0.440 at 0.5, 0.447 at 1); snare_hcellline (5 seeds) 0.972 against its RNA half's 0.971
+# (0.975 at 0.35, 0.970 at 0.5). Plain concatenation let an ATAC half with more spread but
+# less type signal drown the RNA half (snare seed 0 before the SSA change: ATAC variance 204
+# vs RNA 22; joint ARI 0.933).
+JOINT_EMBEDDING = "average"
+JOINT_ATAC_SHARE = 0.16
 # With batch_key: weight of the batch-mixing term (each half's squared MMD between each batch
 # and the minibatch, summed over halves), beside Eq. 13's terms weighted as in the paper.
 # benchmarks/batches.py seed 0 (4 batches, shifts sd 1.5): joint iLISI 1.04 without it,
@@ -99,9 +106,13 @@ class ModelSettings:
     against the joint step's pull, and ``ssa_objective`` (:data:`SSA_OBJECTIVE`) is what it
     teaches: ``"cosine"`` asks each cell's ATAC latent to point where its RNA latent points,
     ``"similarity"`` (the paper's Eq. 10-11) only that their cell-cell similarities agree.
-    ``joint_atac_share`` caps the ATAC half's share of the joint embedding
-    (:data:`JOINT_ATAC_SHARE`, :func:`factvae.outputs.latent.joint_atac_scale`; None
-    concatenates as Eq. 14 does).
+    ``joint_embedding`` (:data:`JOINT_EMBEDDING`) is how the joint embedding combines the
+    halves: ``"average"`` of each cell's unit-length RNA and ATAC means (it needs the halves
+    on shared axes, so ``ssa_objective="cosine"``), or ``"concatenate"`` (Eq. 14).
+    ``joint_atac_share`` (:data:`JOINT_ATAC_SHARE`) is the ATAC half's share of it against
+    the RNA half's: its direction's squared weight when averaged, a cap on its total variance
+    when concatenated (:func:`factvae.outputs.latent.joint_atac_scale`; None: the halves as
+    they are, the paper's plain concatenation).
 
     ``projected_inputs=True``: the training cells' encoder inputs are their counts projected
     onto the PCA/LSI components, the same map that embeds new cells
@@ -141,6 +152,7 @@ class ModelSettings:
     encode_batch: bool = False
     batch_mmd_weight: float = BATCH_MMD_WEIGHT
     projected_inputs: bool = False
+    joint_embedding: str = JOINT_EMBEDDING
     joint_atac_share: float | None = JOINT_ATAC_SHARE
 
     @property
@@ -191,6 +203,17 @@ class ModelSettings:
             raise FactVAEInputError(
                 f"ssa_objective must be one of {list(SSA_OBJECTIVES)}, not "
                 f"{self.ssa_objective!r}; 'similarity' is the paper's Eq. 10-11."
+            )
+        if self.joint_embedding not in JOINT_EMBEDDINGS:
+            raise FactVAEInputError(
+                f"joint_embedding must be one of {list(JOINT_EMBEDDINGS)}, not "
+                f"{self.joint_embedding!r}; 'concatenate' is the paper's Eq. 14."
+            )
+        if self.joint_embedding == "average" and self.ssa_objective != "cosine":
+            raise FactVAEInputError(
+                f"joint_embedding='average' averages the halves' directions, which share axes "
+                f"only when the SSA step aligns them cell by cell (ssa_objective='cosine'); "
+                f"with ssa_objective={self.ssa_objective!r} use joint_embedding='concatenate'."
             )
         if self.likelihood not in ("zinb", "nb"):
             raise FactVAEInputError(f"likelihood must be 'zinb' or 'nb', not {self.likelihood!r}.")
@@ -345,6 +368,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "atac_kl_weight": 0.001,
         "ssa_lr": PAPER_SSA_LR,
         "ssa_objective": "similarity",
+        "joint_embedding": "concatenate",
         "joint_atac_share": None,
         "lr_decay": PAPER_LR_DECAY,
         "bounded_inputs": False,

@@ -43,9 +43,15 @@ class ModelState:
     _atac_log_library: np.ndarray
     architecture: Architecture
     network: FactVAENetwork
-    joint_atac_scale: float  # the ATAC half's factor in the joint embedding (1: concatenated)
+    joint_atac_scale: float  # the ATAC half's factor in the joint embedding (1: as it is)
     history: list[dict[str, float]]
     training_summary: dict[str, Any]
     validation_cells: pd.Index
     is_trained: bool
     device: torch.device
+
+    @property
+    def joint_rule(self) -> tuple[str, float]:
+        """How the joint embedding combines the halves: (``settings.joint_embedding``, the
+        ATAC half's factor), as :func:`factvae.outputs.latent.combine_halves` takes them."""
+        return self.settings.joint_embedding, self.joint_atac_scale

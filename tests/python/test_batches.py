@@ -65,7 +65,7 @@ def test_levels_are_kept_and_the_embeddings_stay_batch_free(reference, bsim):
     assert decoder.feature_batch.shape == (2, len(reference.peaks))
     assert decoder.feature_batch.abs().max() > 0  # the offsets were learnt
     z = reference.get_latent()
-    assert z.shape == (len(reference.obs_names), 20) and np.isfinite(z).all()
+    assert z.shape == (len(reference.obs_names), 10) and np.isfinite(z).all()
 
 
 def test_the_batch_mixing_term_mixes_the_batches_in_both_halves(bsim):

@@ -122,8 +122,8 @@ def test_demo_writes_inputs_outputs_and_scores(
     for name in ("input/rna.h5ad", "input/atac.h5ad", "input/genes.bed", "model/weights.pt"):
         assert (out / name).is_file()
     embeddings = _embeddings(out)
-    assert embeddings.shape == (200, 100)
-    assert list(embeddings.columns[[0, 50]]) == ["atac_1", "rna_1"]
+    assert embeddings.shape == (200, 150)
+    assert list(embeddings.columns[[0, 50, 100]]) == ["joint_1", "rna_1", "atac_1"]
     links = pd.read_csv(out / "links.tsv.gz", sep="\t")
     assert {"gene", "peak", "score", "qvalue", "distance"} <= set(links.columns)
     printed = capsys.readouterr().out
@@ -142,10 +142,12 @@ def test_fit_h5ad_writes_outputs_and_the_model_reloads(
     assert len(model.history) == 2
     assert model.settings.atac_recon_weight == 0.05
     embeddings = _embeddings(out)
-    assert embeddings.shape == (160, 16)
+    assert embeddings.shape == (160, 24)  # joint, RNA and ATAC, 8 columns each
     assert list(embeddings.index) == list(model.obs_names)
     # the file is written losslessly, so the reloaded model must give exactly these values
-    np.testing.assert_array_equal(model.get_latent("joint"), embeddings.to_numpy(dtype=np.float32))
+    for kind in ("joint", "rna", "atac"):
+        block = embeddings.filter(regex=f"^{kind}_").to_numpy(dtype=np.float32)
+        np.testing.assert_array_equal(model.get_latent(kind), block)
 
     links = pd.read_csv(out / "links.tsv.gz", sep="\t")
     assert len(links) > 0 and links["score"].is_monotonic_decreasing

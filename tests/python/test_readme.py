@@ -61,7 +61,7 @@ def test_python_quick_start_runs(tmp_path):
     (tmp_path / "quickstart.py").write_text(quick_start("python"))
     checks = (
         "import numpy as np\n"
-        "assert z.shape == (300, 100) and np.isfinite(z).all()\n"
+        "assert z.shape == (300, 50) and np.isfinite(z).all()\n"
         "assert len(links) > 0 and (same.get_latent('joint') == z).all()\n"
         "print('quick start checked')\n"
     )

@@ -31,7 +31,7 @@ test_that("FactVAEIntegration returns the joint embedding of split RNA layers", 
   reduction <- value[["integrated.factvae"]]
   expect_s4_class(reduction, "DimReduc")
   expect_setequal(rownames(SeuratObject::Embeddings(reduction)), colnames(object))
-  expect_equal(ncol(SeuratObject::Embeddings(reduction)), 20)
+  expect_equal(ncol(SeuratObject::Embeddings(reduction)), 10)
   expect_equal(SeuratObject::Key(reduction), "FactVAEint_")
   # As IntegrateLayers() adds it.
   object[["integrated.factvae"]] <- reduction

@@ -48,7 +48,7 @@ test_that("MapFactVAE maps a query with a new sample and leaves the reference as
   mapped <- suppressWarnings(MapFactVAE(query, made$fit, max.epochs = 2, verbose = FALSE))
   # The reference's saved model is left as it was.
   expect_identical(tools::md5sum(list.files(path, recursive = TRUE, full.names = TRUE)), before)
-  dims <- c(factvae = 20L, factvae.rna = 10L, factvae.atac = 10L)
+  dims <- c(factvae = 10L, factvae.rna = 10L, factvae.atac = 10L)
   for (name in names(dims)) {
     embeddings <- SeuratObject::Embeddings(mapped, reduction = name)
     expect_identical(rownames(embeddings), colnames(query))

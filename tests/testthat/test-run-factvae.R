@@ -22,7 +22,7 @@ test_that("RunFactVAE adds joint, RNA and ATAC reductions of the object's cells"
   skip_if_no_core()
   fit <- simulated_fit()$fit
   expect_true(all(c("factvae", "factvae.rna", "factvae.atac") %in% SeuratObject::Reductions(fit)))
-  dims <- c(factvae = 20L, factvae.rna = 10L, factvae.atac = 10L)
+  dims <- c(factvae = 10L, factvae.rna = 10L, factvae.atac = 10L)
   keys <- c(factvae = "FactVAE_", factvae.rna = "FactVAERNA_", factvae.atac = "FactVAEATAC_")
   for (name in names(dims)) {
     embeddings <- SeuratObject::Embeddings(fit, reduction = name)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anndata
+import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
@@ -37,9 +38,9 @@ FIT_OUTPUTS = outputs_epilog(
         (f"{MODEL_DIR}/", f"the trained model: factvae.FactVAE.load('DIR/{MODEL_DIR}')"),
         (
             EMBEDDINGS_FILE,
-            "cells x 2*latent posterior means, columns atac_1..atac_L then\n"
-            "rna_1..rna_L: all columns together are the joint embedding,\n"
-            "each prefix alone is that modality's embedding",
+            "cells x posterior means: joint_1.. (the joint embedding, the\n"
+            "model's joint_embedding rule), then rna_1..rna_L and atac_1..atac_L\n"
+            "(each modality's own embedding)",
         ),
         (
             LINKS_FILE,
@@ -86,9 +87,9 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     written = [("model", model.save(out / MODEL_DIR), f"{len(model.history)} epochs")]
 
-    latent = model.get_latent("joint")
-    n = latent.shape[1] // 2
-    columns = [f"atac_{i + 1}" for i in range(n)] + [f"rna_{i + 1}" for i in range(n)]
+    blocks = {kind: model.get_latent(kind) for kind in ("joint", "rna", "atac")}
+    columns = [f"{kind}_{i + 1}" for kind, block in blocks.items() for i in range(block.shape[1])]
+    latent = np.hstack(list(blocks.values()))
     embeddings = pd.DataFrame(latent, index=pd.Index(model.obs_names, name="cell"), columns=columns)
     path = out / EMBEDDINGS_FILE
     embeddings.to_csv(path, sep="\t", float_format="%.9g")  # %.9g round-trips float32 exactly

@@ -101,7 +101,9 @@ def load_model(cls: type[Model], folder: Path, device: str) -> Model:
     meta = load_json(folder / SETTINGS_FILE)
     arrays = load_arrays(folder / ARRAYS_FILE)
     model = cls.__new__(cls)
-    model.settings = ModelSettings.from_kwargs(meta["settings"])
+    # saved before the joint embedding could average the halves: they were concatenated
+    saved = {"joint_embedding": "concatenate", **meta["settings"]}
+    model.settings = ModelSettings.from_kwargs(saved)
     arch = dict(meta["architecture"])
     arch["rna_hidden"], arch["atac_hidden"] = (
         tuple(arch["rna_hidden"]),

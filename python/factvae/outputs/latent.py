@@ -1,5 +1,5 @@
-"""Cell embeddings of a trained model (Eq. 14), computed in chunks of cells so memory is
-bounded by the chunk, not the data."""
+"""Cell embeddings of a trained model (Eq. 14 and the default average of the halves), computed
+in chunks of cells so memory is bounded by the chunk, not the data."""
 
 from __future__ import annotations
 
@@ -26,6 +26,30 @@ def one_hot(codes: np.ndarray | None, n_levels: int, device: torch.device) -> to
     return torch.nn.functional.one_hot(index, n_levels).float()
 
 
+# How the joint embedding combines the two halves' posterior means: "average" (the default,
+# factvae.settings.JOINT_EMBEDDING) averages their per-cell directions, which share axes once
+# the SSA step has aligned each cell's ATAC mean with its RNA mean; "concatenate" is Eq. 14.
+JOINT_EMBEDDINGS = ("average", "concatenate")
+
+
+def combine_halves(
+    rna: torch.Tensor, atac: torch.Tensor, rule: str, atac_scale: float
+) -> torch.Tensor:
+    """The joint embedding of cells from their two halves' means. ``"concatenate"``:
+    [atac_scale * z_atac, z_rna] (Eq. 14). ``"average"``: (u_rna + atac_scale * u_atac) /
+    (1 + atac_scale) with u each half's mean scaled to unit length per cell, so each cell's
+    two estimates of one direction are averaged: the noise of each half partly cancels, and a
+    cell's latent length (which follows its depth as much as its type) drops out."""
+    if rule == "concatenate":
+        return torch.cat([atac * atac_scale, rna], dim=1)
+    if rule == "average":
+        unit = torch.nn.functional.normalize
+        return (unit(rna, dim=1) + atac_scale * unit(atac, dim=1)) / (1 + atac_scale)
+    raise FactVAEInputError(
+        f"joint_embedding must be one of {list(JOINT_EMBEDDINGS)}, not {rule!r}."
+    )
+
+
 @torch.no_grad()
 def latent_means(
     network: FactVAENetwork,
@@ -35,15 +59,18 @@ def latent_means(
     device: torch.device,
     chunk_size: int = 4096,
     batch: np.ndarray | None = None,
-    atac_scale: float = 1.0,
+    joint: tuple[str, float] | None = None,
 ) -> np.ndarray:
-    """Posterior means in eval mode; ``joint`` = concat(atac_scale * z_atac, z_rna), Eq. 14
-    with the ATAC half shrunk by :func:`joint_atac_scale` (1: the paper's concatenation).
+    """Posterior means in eval mode: one half, or ``joint``, the halves combined by
+    :func:`combine_halves` with ``joint`` = (rule, ATAC factor), the model's
+    ``settings.joint_embedding`` and ``joint_atac_scale``.
 
     ``batch`` holds the cells' batch codes, read by encoders built with ``encode_batch``.
     """
     if kind not in ("joint", "rna", "atac"):
         raise FactVAEInputError(f"kind must be 'joint', 'rna' or 'atac', not {kind!r}.")
+    if kind == "joint" and joint is None:
+        raise ValueError("The joint embedding needs its rule and ATAC factor (joint=).")
     if network.arch.encode_batch and batch is None:
         raise FactVAEInputError("This model's encoders read each cell's batch; give it.")
     network.eval()
@@ -52,15 +79,19 @@ def latent_means(
     for part in chunks(reps[0].shape[0], chunk_size):
         codes = None if batch is None else batch[part]
         s = one_hot(codes, network.arch.n_batches, device)
-        pieces = []
+        halves = {}
         if kind in ("joint", "atac"):
             assert atac_rep is not None
-            atac = network.encode_atac(torch.from_numpy(atac_rep[part]).to(device), s)[0]
-            pieces.append(atac * atac_scale if kind == "joint" else atac)
+            halves["atac"] = network.encode_atac(torch.from_numpy(atac_rep[part]).to(device), s)[0]
         if kind in ("joint", "rna"):
             assert rna_rep is not None
-            pieces.append(network.encode_rna(torch.from_numpy(rna_rep[part]).to(device), s)[0])
-        parts.append(torch.cat(pieces, dim=1).float().cpu().numpy())
+            halves["rna"] = network.encode_rna(torch.from_numpy(rna_rep[part]).to(device), s)[0]
+        if kind == "joint":
+            assert joint is not None
+            means = combine_halves(halves["rna"], halves["atac"], *joint)
+        else:
+            means = halves[kind]
+        parts.append(means.float().cpu().numpy())
     return np.concatenate(parts, axis=0)
 
 
@@ -71,14 +102,20 @@ def joint_atac_scale(
     share: float | None,
     device: torch.device,
     batch: np.ndarray | None = None,
+    *,
+    rule: str,
 ) -> float:
-    """The factor the joint embedding multiplies the ATAC half by: the largest factor up to 1
-    that leaves the ATAC half's total variance over these cells at most ``share`` times the
-    RNA half's (``None``: 1, the paper's plain concatenation). Never above 1, so an ATAC half
-    that learnt little (a small spread) is not enlarged into noise; below 1 when the ATAC half
-    spreads more than the RNA half it learnt from, which would otherwise drown it."""
+    """The factor :func:`combine_halves` multiplies the ATAC half by (``None``: 1, the halves as
+    they are). ``"average"``: sqrt(share), so the ATAC direction's squared length is ``share``
+    of the RNA's. ``"concatenate"``: the largest factor up to 1 that leaves the ATAC half's
+    total variance over these cells at most ``share`` times the RNA half's; never above 1, so
+    an ATAC half that learnt little (a small spread) is not enlarged into noise; below 1 when
+    the ATAC half spreads more than the RNA half it learnt from, which would otherwise drown
+    it."""
     if share is None:
         return 1.0
+    if rule == "average":
+        return float(np.sqrt(share))
     spread = {
         kind: float(latent_means(network, rna_rep, atac_rep, kind, device, batch=batch)
                     .var(axis=0).sum())

@@ -206,7 +206,7 @@ def finish_training(model: ModelState, trainer: Trainer, schedule: Schedule) -> 
     model.validation_cells = model.obs_names[schedule.validation_cells]
     model.joint_atac_scale = joint_atac_scale(
         model.network, model._rna_rep, model._atac_rep, model.settings.joint_atac_share,
-        model.device, model._batch_codes,
+        model.device, model._batch_codes, rule=model.settings.joint_embedding,
     )  # fmt: skip
     model.training_summary["joint_atac_scale"] = model.joint_atac_scale
 

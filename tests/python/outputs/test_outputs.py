@@ -18,35 +18,48 @@ from factvae.outputs.link_tests import (
     stratified_test,
 )
 from factvae.outputs.links import candidate_pairs, correlation_scorer, cosine_scorer
+from factvae.settings import JOINT_ATAC_SHARE
 
 
-def test_latent_kinds_and_joint_is_atac_then_rna(trained):
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_latent_kinds_and_the_default_joint_averages_the_halves_directions(trained):
     joint, rna, atac = (trained.get_latent(k) for k in ("joint", "rna", "atac"))
-    assert joint.shape == (300, 20) and rna.shape == atac.shape == (300, 10)
-    np.testing.assert_allclose(
-        joint, np.hstack([atac * trained.joint_atac_scale, rna]), rtol=1e-6, atol=1e-7
-    )
+    assert joint.shape == rna.shape == atac.shape == (300, 10)
+    # the ATAC direction's squared weight is the default share of the RNA's
+    weight = trained.joint_atac_scale
+    assert weight == pytest.approx(np.sqrt(JOINT_ATAC_SHARE))
+    expected = (_unit(rna) + weight * _unit(atac)) / (1 + weight)
+    np.testing.assert_allclose(joint, expected, rtol=1e-5, atol=1e-6)
+    # a cell's latent length drops out: only the directions of its halves count
+    assert not np.allclose(np.linalg.norm(rna, axis=1), np.linalg.norm(rna, axis=1).mean())
     np.testing.assert_array_equal(trained.get_latent(), trained.get_latent())  # eval: no sampling
     with pytest.raises(FactVAEInputError, match="kind"):
         trained.get_latent("both")
 
 
-def test_the_joint_atac_half_is_shrunk_to_its_share_and_never_enlarged(trained):
+def test_the_concatenated_joint_atac_half_is_shrunk_to_its_share_and_never_enlarged(trained):
     from factvae.outputs.latent import joint_atac_scale
 
     rna, atac = trained.get_latent("rna"), trained.get_latent("atac")
     ratio = atac.var(axis=0).sum() / rna.var(axis=0).sum()
     args = (trained.network, trained._rna_rep, trained._atac_rep)
-    assert joint_atac_scale(*args, None, trained.device) == 1.0  # the paper's concatenation
-    assert joint_atac_scale(*args, 4 * ratio, trained.device) == 1.0  # within its share
-    shrunk = joint_atac_scale(*args, ratio / 4, trained.device)
+    for rule in ("concatenate", "average"):  # None: the halves as they are
+        assert joint_atac_scale(*args, None, trained.device, rule=rule) == 1.0
+    assert joint_atac_scale(*args, 4 * ratio, trained.device, rule="concatenate") == 1.0
+    shrunk = joint_atac_scale(*args, ratio / 4, trained.device, rule="concatenate")
     assert shrunk == pytest.approx(0.5, rel=1e-5)  # a quarter of the variance: half the scale
+    # averaged, the factor is fixed by the share alone, whatever the halves' spread
+    assert joint_atac_scale(*args, 0.09, trained.device, rule="average") == pytest.approx(0.3)
 
 
 def test_a_fit_keeps_the_joint_share_through_save_and_load(sim, tmp_path):
     model = factvae.FactVAE(
-        sim.rna, sim.atac, gene_annotation=sim.genes, joint_atac_share=0.01, **SMALL_SETTINGS
-    ).fit(max_epochs=2, batch_size=64, progress=False, seed=0)
+        sim.rna, sim.atac, gene_annotation=sim.genes, joint_embedding="concatenate",
+        joint_atac_share=0.01, **SMALL_SETTINGS,
+    ).fit(max_epochs=2, batch_size=64, progress=False, seed=0)  # fmt: skip
     joint, rna = model.get_latent("joint"), model.get_latent("rna")
     atac_block = joint[:, : rna.shape[1]]
     assert 0 < model.joint_atac_scale < 1
@@ -59,6 +72,29 @@ def test_a_fit_keeps_the_joint_share_through_save_and_load(sim, tmp_path):
     # new cells get the same factor: the model's own cells, embedded again from their counts
     again = model.get_latent(rna=sim.rna, atac=sim.atac)
     np.testing.assert_allclose(again[:, : rna.shape[1]].std(), atac_block.std(), rtol=0.2)
+
+
+def test_new_cells_get_the_averaged_joint_of_their_own_halves(trained, sim):
+    joint = trained.get_latent(rna=sim.rna, atac=sim.atac)
+    rna, atac = trained.get_latent("rna", rna=sim.rna), trained.get_latent("atac", atac=sim.atac)
+    weight = trained.joint_atac_scale
+    expected = (_unit(rna) + weight * _unit(atac)) / (1 + weight)
+    np.testing.assert_allclose(joint, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_saved_before_the_averaged_joint_still_concatenates(trained, tmp_path):
+    import json
+
+    trained.save(tmp_path / "model")
+    settings_file = next(p for p in (tmp_path / "model").iterdir() if p.suffix == ".json")
+    meta = json.loads(settings_file.read_text())
+    del meta["settings"]["joint_embedding"]
+    meta["joint_atac_scale"] = 1.0
+    settings_file.write_text(json.dumps(meta))
+    old = factvae.FactVAE.load(tmp_path / "model")
+    assert old.settings.joint_embedding == "concatenate"
+    rna, atac = trained.get_latent("rna"), trained.get_latent("atac")
+    np.testing.assert_array_equal(old.get_latent(), np.hstack([atac, rna]))
 
 
 def test_feature_embeddings_are_decoder_columns(trained):

@@ -264,7 +264,7 @@ def test_the_batch_mixing_weight_applies_only_with_a_batch_key() -> None:
 
 
 def test_default_atac_kl_is_beta_one_and_the_paper_keeps_its_own() -> None:
-    from factvae.settings import PAPER_SSA_LR, ModelSettings
+    from factvae.settings import JOINT_ATAC_SHARE, PAPER_SSA_LR, ModelSettings
 
     default = ModelSettings.from_kwargs({})
     assert default.atac_kl_weight is None
@@ -281,6 +281,15 @@ def test_default_atac_kl_is_beta_one_and_the_paper_keeps_its_own() -> None:
     assert paper.ssa_objective == "similarity"  # Eq. 10-11
     with pytest.raises(factvae.FactVAEInputError, match="ssa_objective must be one of"):
         ModelSettings.from_kwargs({"ssa_objective": "mse"})
+    # the paper concatenates (Eq. 14); the default averages halves the SSA step put on one set
+    # of axes, so the average is refused where they are not
+    assert (paper.joint_embedding, default.joint_embedding) == ("concatenate", "average")
+    with pytest.raises(factvae.FactVAEInputError, match="use joint_embedding='concatenate'"):
+        ModelSettings.from_kwargs({"ssa_objective": "similarity"})
+    former = {"ssa_objective": "similarity", "joint_embedding": "concatenate"}
+    assert ModelSettings.from_kwargs(former).joint_atac_share == JOINT_ATAC_SHARE
+    with pytest.raises(factvae.FactVAEInputError, match="joint_embedding must be one of"):
+        ModelSettings.from_kwargs({"joint_embedding": "sum"})
 
 
 def test_the_fit_trains_with_the_weight_for_its_own_peaks(sim, monkeypatch) -> None:
