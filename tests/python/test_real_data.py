@@ -29,9 +29,10 @@ def snare_model(snare):
 
 def test_the_defaults_stop_by_themselves_and_every_output_beats_its_baseline(snare):
     """The default schedule: 10% held out, early stopping, at most 200 epochs here. Issue 23's
-    bars on this set (seed 0 measured 0.983 / 0.972 / 0.907, augmented LSI 0.87 vs raw 0.74):
-    the joint embedding at least its RNA half, an ATAC half that learnt the lines from the RNA,
-    and an augmented ATAC that clusters better than the raw counts under the same LSI."""
+    bars on this set (seed 0 measured 0.974 / 0.969 / 0.920 as the benchmarks score, augmented
+    LSI 0.88 vs raw 0.74): the joint embedding at least its RNA half, an ATAC half that learnt
+    the lines from the RNA, and an augmented ATAC that clusters better than the raw counts under
+    the same LSI."""
     rna, atac, genes = snare
     model = factvae.FactVAE(rna, atac, gene_annotation=genes).fit(seed=0, progress=False)
     summary = model.training_summary
@@ -41,7 +42,7 @@ def test_the_defaults_stop_by_themselves_and_every_output_beats_its_baseline(sna
     joint, rna_half = (_ari(model.get_latent(kind), labels) for kind in ("joint", "rna"))
     assert joint >= 0.97 and joint >= rna_half, (joint, rna_half)
     assert _ari(model.get_latent("atac"), labels) >= 0.85
-    assert model.joint_atac_scale < 1  # this ATAC half spreads more than its share
+    assert model.get_latent("joint").shape == (rna.n_obs, 50)  # the halves averaged
     raw_lsi, _ = atac_lsi(sp.csr_matrix(atac.X), 100, seed=0)
     augmented_lsi, _ = atac_lsi(sp.csr_matrix(model.augment_atac()), 100, seed=0)
     raw, augmented = (_ari(lsi[:, 1:30], labels) for lsi in (raw_lsi, augmented_lsi))

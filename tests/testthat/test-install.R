@@ -69,7 +69,7 @@ test_that("RunFactVAE in Rscript shows plain progress lines and no deprecation n
     "obj <- suppressWarnings(RunFactVAE(obj, annotation = SeuratObject::Misc(obj, 'annotation'),",
     "  n.latent = 4, n.hvg = 100, max.epochs = 4, early.stopping = FALSE))",
     "cat('trained', ncol(obj[['factvae']]), '\\n')", sep = "\n"), config)
-  expect_match(out, "trained 8")
+  expect_match(out, "trained 4")  # the joint embedding averages the two halves: n.latent columns
   expect_match(out, "epoch 4/4: rna [0-9.]+", all = FALSE)
   expect_no_match(out, "Deprecat")
 })

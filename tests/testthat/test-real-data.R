@@ -59,7 +59,7 @@ test_that("on real data the joint embedding separates the cell lines (ARI >= 0.8
   skip_if_no_core()
   skip_if_no_real_data()
   fit <- real_fit()
-  expect_identical(dim(SeuratObject::Embeddings(fit, "factvae")), c(1047L, 100L))
+  expect_identical(dim(SeuratObject::Embeddings(fit, "factvae")), c(1047L, 50L))
   expect_identical(dim(SeuratObject::Embeddings(fit, "factvae.rna")), c(1047L, 50L))
   expect_identical(dim(SeuratObject::Embeddings(fit, "factvae.atac")), c(1047L, 50L))
   for (name in c("factvae", "factvae.rna", "factvae.atac")) {

@@ -98,7 +98,7 @@ def test_fit_with_two_processes(inputs, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "2 processes" not in done.stdout  # --quiet
-    assert _embeddings(out).shape == (300, 16)
+    assert _embeddings(out).shape == (300, 24)  # joint, RNA and ATAC, 8 columns each
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = factvae.FactVAE.load(out / "model")
