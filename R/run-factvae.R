@@ -30,9 +30,15 @@
 #'   gene names and peak names as dimnames, non-zero where a gene and a peak
 #'   are linked. Genes and peaks outside the assays are ignored.
 #' @param n.latent Latent dimensions per modality. The joint embedding has as
-#'   many (each cell's RNA and ATAC directions averaged); `preset = "paper"`
-#'   concatenates the two halves, twice as many.
+#'   many, or twice as many when it concatenates the halves (`joint.embedding`).
 #' @param n.hvg Number of highly variable genes the model uses.
+#' @param joint.embedding How the joint reduction combines the RNA and ATAC
+#'   halves: `"average"` of each cell's unit-length RNA and ATAC means, the
+#'   ATAC weighted less (the core's `joint_atac_share`; `n.latent` columns),
+#'   or `"concatenate"`, the paper's Eq. 14 (`2 * n.latent` columns). `NULL`
+#'   takes the preset's: `"average"` for `"default"`, `"concatenate"` for
+#'   `"paper"`. It changes neither training nor the RNA and ATAC reductions.
+#'   With `model`, the model's own applies.
 #' @param atac.weight Weight of the ATAC reconstruction loss. `NULL` (the
 #'   default): the authors' 0.002 up to their 27,399 peaks, and in proportion
 #'   to the peaks above that (0.0073 for 100,000 peaks), where 0.002 leaves
@@ -151,7 +157,8 @@ RunFactVAE <- function(object, ...) {
 #' @rdname RunFactVAE
 #' @export
 RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", annotation = NULL,
-                              g2p = NULL, n.latent = 50, n.hvg = 2000, atac.weight = NULL,
+                              g2p = NULL, n.latent = 50, n.hvg = 2000,
+                              joint.embedding = NULL, atac.weight = NULL,
                               likelihood = c("zinb", "nb"), batch = NULL, rna.reduction = NULL,
                               atac.reduction = NULL, upstream = 2000, preset = "default",
                               max.epochs = NULL, early.stopping = NULL,
@@ -175,6 +182,7 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     stop("precision must be \"auto\", \"float32\" or \"bf16\".", call. = FALSE)
   }
   settings <- list(n.latent = .whole(n.latent, 1), n.hvg = .whole(n.hvg, 1),
+                   joint.embedding = if (!is.null(joint.embedding)) .one_string(joint.embedding),
                    atac.weight = if (!is.null(atac.weight)) .positive_number(atac.weight),
                    likelihood = likelihood, preset = .one_string(preset),
                    max.epochs = if (!is.null(max.epochs)) .whole(max.epochs, 1),
@@ -431,13 +439,15 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     message(sprintf("FactVAE: %d cells, %d genes, %d peaks, %d gene-peak pairs in the prior",
                     length(cells), nrow(counts$rna), nrow(counts$atac), nrow(prior$pairs)))
   }
-  fit <- .py_call(core$module$FactVAE(
+  # joint_embedding only when given: None is not a rule, and leaving it out takes the preset's.
+  chosen <- list(joint_embedding = settings$joint.embedding)
+  fit <- .py_call(do.call(core$module$FactVAE, c(list(
     rna, atac, gene_annotation = genes, g2p = prior$pairs,
     n_latent = settings$n.latent,
     n_hvg = settings$n.hvg, atac_recon_weight = settings$atac.weight,
     rna_rep = reps$rna, atac_rep = reps$atac, batch_key = names(obs),
     likelihood = settings$likelihood, preset = settings$preset,
-    check_build = FALSE))  # .prior has checked the build
+    check_build = FALSE), Filter(Negate(is.null), chosen))))  # .prior has checked the build
   .py_call(fit$fit(max_epochs = settings$max.epochs, batch_size = settings$batch.size,
                    device = settings$device, seed = settings$seed, progress = verbose,
                    precision = settings$precision, early_stopping = settings$early.stopping,

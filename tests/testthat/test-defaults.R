@@ -15,7 +15,8 @@ test_that("RunFactVAE's and GeneToPeak's defaults are the core's", {
   expect_identical(eval(run$likelihood)[1], core$likelihood)
   expect_identical(eval(run$preset), "default")
   # the schedule is the preset's unless set
-  for (name in c("max.epochs", "early.stopping", "validation.fraction", "patience")) {
+  for (name in c("max.epochs", "early.stopping", "validation.fraction", "patience",
+                 "joint.embedding")) {
     expect_null(eval(run[[name]]), label = paste("RunFactVAE", name))
   }
   expect_equal(eval(formals(GeneToPeak)$upstream), core$upstream)

@@ -41,6 +41,32 @@ test_that("RunFactVAE adds joint, RNA and ATAC reductions of the object's cells"
   expect_identical(SeuratObject::DefaultAssay(fit[["factvae.atac"]]), "ATAC")
 })
 
+test_that("joint.embedding = \"concatenate\" gives the paper's joint reduction; others are refused", {
+  skip_if_no_core()
+  object <- simulated_fit()$input
+  annotation <- SeuratObject::Misc(object, "annotation")
+  fit <- suppressWarnings(RunFactVAE(object, annotation = annotation, n.latent = 10, n.hvg = 300,
+                                     max.epochs = 2, joint.embedding = "concatenate",
+                                     verbose = FALSE))
+  joint <- SeuratObject::Embeddings(fit, reduction = "factvae")
+  rna <- SeuratObject::Embeddings(fit, reduction = "factvae.rna")
+  atac <- SeuratObject::Embeddings(fit, reduction = "factvae.atac")
+  expect_identical(ncol(joint), 20L)
+  # Eq. 14 with the ATAC half's spread capped: [c * z_atac, z_rna], c in (0, 1]
+  expect_equal(unname(joint[, 11:20]), unname(rna), tolerance = 1e-6)
+  scale <- sum(joint[, 1:10] * atac) / sum(atac^2)
+  expect_gt(scale, 0)
+  expect_lte(scale, 1 + 1e-6)
+  expect_lt(max(abs(joint[, 1:10] - scale * atac)), 1e-5)
+  expect_identical(SeuratObject::Tool(fit, slot = "RunFactVAE")$settings$joint.embedding,
+                   "concatenate")
+  expect_error(RunFactVAE(object, annotation = annotation, joint.embedding = "sum",
+                          max.epochs = 1, verbose = FALSE),
+               "joint_embedding must be one of \\['average', 'concatenate'\\]")
+  expect_error(RunFactVAE(object, joint.embedding = c("average", "concatenate")),
+               "joint.embedding must be one string")
+})
+
 test_that("RunFactVAE records its settings, the saved model and the command", {
   skip_if_no_core()
   fit <- simulated_fit()$fit
