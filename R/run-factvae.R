@@ -33,8 +33,9 @@
 #'   many, or twice as many when it concatenates the halves (`joint.embedding`).
 #' @param n.hvg Number of highly variable genes the model uses.
 #' @param joint.embedding How the joint reduction combines the RNA and ATAC
-#'   halves: `"average"` of each cell's unit-length RNA and ATAC means, the
-#'   ATAC weighted less (the core's `joint_atac_share`; `n.latent` columns),
+#'   halves: `"average"` of each cell's RNA and ATAC means, each taken from
+#'   its half's centre (the training cells' mean) and scaled to unit length,
+#'   the ATAC weighted less (the core's `joint_atac_share`; `n.latent` columns),
 #'   or `"concatenate"`, the paper's Eq. 14 (`2 * n.latent` columns). `NULL`
 #'   takes the preset's: `"average"` for `"default"`, `"concatenate"` for
 #'   `"paper"`. It changes neither training nor the RNA and ATAC reductions.

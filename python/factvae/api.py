@@ -129,9 +129,10 @@ class FactVAE(ModelState):
 
     def get_latent(self, kind: str = "joint", rna: Any = None, atac: Any = None) -> np.ndarray:
         """Cell embeddings (posterior means): ``joint``, both halves combined as
-        ``settings.joint_embedding`` says (by default the average of each cell's unit-length RNA
-        and ATAC means, the ATAC weighted by ``joint_atac_scale``, n_latent columns; with
-        ``preset="paper"`` Eq. 14's [z_atac, z_rna], 2 x n_latent), or one half.
+        ``settings.joint_embedding`` says (by default the average of each cell's RNA and ATAC
+        means, each from its half's centre over the training cells and at unit length, the ATAC
+        weighted by ``joint_atac_scale``, n_latent columns; with ``preset="paper"`` Eq. 14's
+        [z_atac, z_rna], 2 x n_latent), or one half. New cells use the training cells' centres.
 
         Without ``rna``/``atac``: the model's own cells. With new AnnData (raw counts, like the
         training data; ``rna`` for ``kind="rna"``, ``atac`` for ``"atac"``, both for ``joint``,

@@ -43,6 +43,7 @@ from factvae.errors import FactVAEInputError
 from factvae.io.mudata import is_mudata
 from factvae.io.mudata import modalities as mudata_modalities
 from factvae.model.network import Architecture, FactVAENetwork
+from factvae.outputs.latent import JointRule
 from factvae.settings import ModelSettings
 from factvae.state import ModelState
 from factvae.train.batches import TrainingData
@@ -171,7 +172,7 @@ def build(
     model.network = FactVAENetwork(model.architecture, model.g2p.indices())
     model.history = []
     model.training_summary = {}
-    model.joint_atac_scale = 1.0
+    model.joint_rule = JointRule(s.joint_embedding, 1.0)
     model.validation_cells = pd.Index([])
     model.is_trained = False
     model.device = torch.device("cpu")

@@ -140,6 +140,10 @@ def map_query(
     summary = mapped.training_summary
     finish_training(mapped, trainer, schedule)
     mapped.training_summary.update(summary)
+    # the query's joint embedding is in the reference's: its centres and ATAC factor, not ones
+    # fitted anew on the query cells
+    mapped.joint_rule = model.joint_rule
+    mapped.training_summary["joint_atac_scale"] = model.joint_atac_scale
     return mapped
 
 
@@ -150,7 +154,7 @@ def _mapped_copy(model: Model, cells: _NewCells, new_levels: list[str]) -> Model
     mapped = type(model).__new__(type(model))
     shared = ("settings", "genes", "peaks", "peak_coords", "peak_detection", "gene_coords",
               "gene_coords_all", "g2p", "input_genes", "input_peaks",
-              "joint_atac_scale")  # fmt: skip
+              "joint_rule")  # fmt: skip
     for name in shared:  # never changed in place, by either model
         setattr(mapped, name, getattr(model, name))
     mapped.projections = dict(model.projections)

@@ -13,6 +13,7 @@ import torch
 from factvae.data.preprocessing import LSIProjection, PCAProjection
 from factvae.data.prior import GeneToPeak
 from factvae.model.network import Architecture, FactVAENetwork
+from factvae.outputs.latent import JointRule
 from factvae.settings import ModelSettings
 from factvae.train.batches import TrainingData
 
@@ -43,7 +44,7 @@ class ModelState:
     _atac_log_library: np.ndarray
     architecture: Architecture
     network: FactVAENetwork
-    joint_atac_scale: float  # the ATAC half's factor in the joint embedding (1: as it is)
+    joint_rule: JointRule  # how the joint embedding combines the halves, fixed when fitted
     history: list[dict[str, float]]
     training_summary: dict[str, Any]
     validation_cells: pd.Index
@@ -51,7 +52,6 @@ class ModelState:
     device: torch.device
 
     @property
-    def joint_rule(self) -> tuple[str, float]:
-        """How the joint embedding combines the halves: (``settings.joint_embedding``, the
-        ATAC half's factor), as :func:`factvae.outputs.latent.combine_halves` takes them."""
-        return self.settings.joint_embedding, self.joint_atac_scale
+    def joint_atac_scale(self) -> float:
+        """The ATAC half's factor in the joint embedding (1: as it is)."""
+        return self.joint_rule.atac_scale

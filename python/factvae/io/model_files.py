@@ -26,6 +26,7 @@ from factvae.io.persistence import (
     save_torch,
 )
 from factvae.model.network import Architecture, FactVAENetwork
+from factvae.outputs.latent import JointRule
 from factvae.settings import ModelSettings
 from factvae.state import ModelState
 from factvae.train.devices import select_device
@@ -62,6 +63,8 @@ def save_model(model: ModelState, folder: Path) -> Path:
         arrays["batch_codes"] = model._batch_codes
     if model.peak_detection is not None:
         arrays["peak_detection"] = model.peak_detection
+    if model.joint_rule.centres is not None:
+        arrays["joint_rna_centre"], arrays["joint_atac_centre"] = model.joint_rule.centres
     if model.gene_coords is not None:
         arrays.update(
             gene_chrom=model.gene_coords["chrom"].fillna("").to_numpy(dtype=str),
@@ -114,7 +117,13 @@ def load_model(cls: type[Model], folder: Path, device: str) -> Model:
     model.architecture = Architecture(**arch)
     model.history = meta["history"]
     model.training_summary = meta.get("training_summary", {})
-    model.joint_atac_scale = float(meta.get("joint_atac_scale", 1.0))  # older saves: concatenated
+    # older saves: the halves concatenated as they are, or averaged without centres
+    centres = None
+    if "joint_rna_centre" in arrays:
+        centres = (arrays["joint_rna_centre"], arrays["joint_atac_centre"])
+    model.joint_rule = JointRule(
+        model.settings.joint_embedding, float(meta.get("joint_atac_scale", 1.0)), centres
+    )
     model.validation_cells = pd.Index([])
     model.obs_names = pd.Index(arrays["obs_names"])
     model.genes = pd.Index(arrays["genes"])

@@ -4,6 +4,7 @@ in chunks of cells so memory is bounded by the chunk, not the data."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,21 +33,37 @@ def one_hot(codes: np.ndarray | None, n_levels: int, device: torch.device) -> to
 JOINT_EMBEDDINGS = ("average", "concatenate")
 
 
-def combine_halves(
-    rna: torch.Tensor, atac: torch.Tensor, rule: str, atac_scale: float
-) -> torch.Tensor:
+class JointRule(NamedTuple):
+    """What :func:`combine_halves` needs, fixed on the training cells when a model is fitted
+    and saved with it: the rule (``settings.joint_embedding``), the ATAC half's factor and,
+    for ``"average"``, the training cells' mean of each half (None: not centred, as models
+    saved before the centres were kept)."""
+
+    rule: str
+    atac_scale: float
+    centres: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def combine_halves(rna: torch.Tensor, atac: torch.Tensor, joint: JointRule) -> torch.Tensor:
     """The joint embedding of cells from their two halves' means. ``"concatenate"``:
     [atac_scale * z_atac, z_rna] (Eq. 14). ``"average"``: (u_rna + atac_scale * u_atac) /
-    (1 + atac_scale) with u each half's mean scaled to unit length per cell, so each cell's
-    two estimates of one direction are averaged: the noise of each half partly cancels, and a
-    cell's latent length (which follows its depth as much as its type) drops out."""
-    if rule == "concatenate":
-        return torch.cat([atac * atac_scale, rna], dim=1)
-    if rule == "average":
+    (1 + atac_scale), u each half's mean less the training cells' mean of that half, scaled
+    to unit length per cell. So each cell's two estimates of one direction are averaged and
+    the noise of each half partly cancels; a cell's latent length (which follows its depth as
+    much as its type) drops out; and the direction is the cell's own, not the one every cell
+    shares (the halves' means sit 0.6-1 typical lengths off the origin, which would otherwise
+    fill most of every cell's unit vector)."""
+    if joint.rule == "concatenate":
+        return torch.cat([atac * joint.atac_scale, rna], dim=1)
+    if joint.rule == "average":
+        if joint.centres is not None:
+            rna_centre, atac_centre = (torch.as_tensor(c, device=rna.device, dtype=rna.dtype)
+                                       for c in joint.centres)  # fmt: skip
+            rna, atac = rna - rna_centre, atac - atac_centre
         unit = torch.nn.functional.normalize
-        return (unit(rna, dim=1) + atac_scale * unit(atac, dim=1)) / (1 + atac_scale)
+        return (unit(rna, dim=1) + joint.atac_scale * unit(atac, dim=1)) / (1 + joint.atac_scale)
     raise FactVAEInputError(
-        f"joint_embedding must be one of {list(JOINT_EMBEDDINGS)}, not {rule!r}."
+        f"joint_embedding must be one of {list(JOINT_EMBEDDINGS)}, not {joint.rule!r}."
     )
 
 
@@ -59,18 +76,17 @@ def latent_means(
     device: torch.device,
     chunk_size: int = 4096,
     batch: np.ndarray | None = None,
-    joint: tuple[str, float] | None = None,
+    joint: JointRule | None = None,
 ) -> np.ndarray:
     """Posterior means in eval mode: one half, or ``joint``, the halves combined by
-    :func:`combine_halves` with ``joint`` = (rule, ATAC factor), the model's
-    ``settings.joint_embedding`` and ``joint_atac_scale``.
+    :func:`combine_halves` with the model's ``joint_rule``.
 
     ``batch`` holds the cells' batch codes, read by encoders built with ``encode_batch``.
     """
     if kind not in ("joint", "rna", "atac"):
         raise FactVAEInputError(f"kind must be 'joint', 'rna' or 'atac', not {kind!r}.")
     if kind == "joint" and joint is None:
-        raise ValueError("The joint embedding needs its rule and ATAC factor (joint=).")
+        raise ValueError("The joint embedding needs the model's joint rule (joint=).")
     if network.arch.encode_batch and batch is None:
         raise FactVAEInputError("This model's encoders read each cell's batch; give it.")
     network.eval()
@@ -88,39 +104,38 @@ def latent_means(
             halves["rna"] = network.encode_rna(torch.from_numpy(rna_rep[part]).to(device), s)[0]
         if kind == "joint":
             assert joint is not None
-            means = combine_halves(halves["rna"], halves["atac"], *joint)
+            means = combine_halves(halves["rna"], halves["atac"], joint)
         else:
             means = halves[kind]
         parts.append(means.float().cpu().numpy())
     return np.concatenate(parts, axis=0)
 
 
-def joint_atac_scale(
+def fit_joint_rule(
     network: FactVAENetwork,
     rna_rep: np.ndarray,
     atac_rep: np.ndarray,
+    rule: str,
     share: float | None,
     device: torch.device,
     batch: np.ndarray | None = None,
-    *,
-    rule: str,
-) -> float:
-    """The factor :func:`combine_halves` multiplies the ATAC half by (``None``: 1, the halves as
-    they are). ``"average"``: sqrt(share), so the ATAC direction's squared length is ``share``
-    of the RNA's. ``"concatenate"``: the largest factor up to 1 that leaves the ATAC half's
-    total variance over these cells at most ``share`` times the RNA half's; never above 1, so
-    an ATAC half that learnt little (a small spread) is not enlarged into noise; below 1 when
-    the ATAC half spreads more than the RNA half it learnt from, which would otherwise drown
-    it."""
-    if share is None:
-        return 1.0
+) -> JointRule:
+    """The :class:`JointRule` of a trained network on its training cells. The ATAC factor
+    (``share`` None: 1, the halves as they are): ``"average"``: sqrt(share), so the ATAC
+    direction's squared length is ``share`` of the RNA's; ``"concatenate"``: the largest
+    factor up to 1 that leaves the ATAC half's total variance over these cells at most
+    ``share`` times the RNA half's; never above 1, so an ATAC half that learnt little (a small
+    spread) is not enlarged into noise; below 1 when the ATAC half spreads more than the RNA
+    half it learnt from, which would otherwise drown it. ``"average"`` also keeps each half's
+    mean over these cells as its centre."""
+    if rule == "concatenate" and share is None:
+        return JointRule(rule, 1.0)
+    halves = {kind: latent_means(network, rna_rep, atac_rep, kind, device, batch=batch)
+              for kind in ("rna", "atac")}  # fmt: skip
     if rule == "average":
-        return float(np.sqrt(share))
-    spread = {
-        kind: float(latent_means(network, rna_rep, atac_rep, kind, device, batch=batch)
-                    .var(axis=0).sum())
-        for kind in ("rna", "atac")
-    }  # fmt: skip
+        centres = (halves["rna"].mean(axis=0), halves["atac"].mean(axis=0))
+        return JointRule(rule, 1.0 if share is None else float(np.sqrt(share)), centres)
+    spread = {kind: float(means.var(axis=0).sum()) for kind, means in halves.items()}
     if spread["atac"] <= share * spread["rna"]:
-        return 1.0
-    return float(np.sqrt(share * spread["rna"] / spread["atac"]))
+        return JointRule(rule, 1.0)
+    return JointRule(rule, float(np.sqrt(share * spread["rna"] / spread["atac"])))

@@ -15,7 +15,7 @@ import torch
 
 from factvae.errors import FactVAEInputError, TrainingDivergedError, TrainingInterrupted
 from factvae.model.network import FactVAENetwork
-from factvae.outputs.latent import joint_atac_scale
+from factvae.outputs.latent import fit_joint_rule
 from factvae.settings import ModelSettings, auto_max_epochs, auto_patience
 from factvae.state import ModelState
 from factvae.train.checkpoints import CheckpointPolicy
@@ -204,9 +204,9 @@ def finish_training(model: ModelState, trainer: Trainer, schedule: Schedule) -> 
         "rollbacks": trainer.rollbacks,
     }
     model.validation_cells = model.obs_names[schedule.validation_cells]
-    model.joint_atac_scale = joint_atac_scale(
-        model.network, model._rna_rep, model._atac_rep, model.settings.joint_atac_share,
-        model.device, model._batch_codes, rule=model.settings.joint_embedding,
+    model.joint_rule = fit_joint_rule(
+        model.network, model._rna_rep, model._atac_rep, model.settings.joint_embedding,
+        model.settings.joint_atac_share, model.device, model._batch_codes,
     )  # fmt: skip
     model.training_summary["joint_atac_scale"] = model.joint_atac_scale
 

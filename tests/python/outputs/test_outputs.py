@@ -25,14 +25,23 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def _averaged(rna, atac, weight, centres=(0.0, 0.0)) -> np.ndarray:
+    """The default joint embedding written out in numpy: directions from the centres."""
+    return (_unit(rna - centres[0]) + weight * _unit(atac - centres[1])) / (1 + weight)
+
+
 def test_latent_kinds_and_the_default_joint_averages_the_halves_directions(trained):
     joint, rna, atac = (trained.get_latent(k) for k in ("joint", "rna", "atac"))
     assert joint.shape == rna.shape == atac.shape == (300, 10)
     # the ATAC direction's squared weight is the default share of the RNA's
     weight = trained.joint_atac_scale
     assert weight == pytest.approx(np.sqrt(JOINT_ATAC_SHARE))
-    expected = (_unit(rna) + weight * _unit(atac)) / (1 + weight)
-    np.testing.assert_allclose(joint, expected, rtol=1e-5, atol=1e-6)
+    # each half's direction is taken from its mean over the training cells (all 300 here)
+    centres = trained.joint_rule.centres
+    np.testing.assert_allclose(centres[0], rna.mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(centres[1], atac.mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(joint, _averaged(rna, atac, weight, centres), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(joint, _averaged(rna, atac, weight), atol=1e-3)  # centring counts
     # a cell's latent length drops out: only the directions of its halves count
     assert not np.allclose(np.linalg.norm(rna, axis=1), np.linalg.norm(rna, axis=1).mean())
     np.testing.assert_array_equal(trained.get_latent(), trained.get_latent())  # eval: no sampling
@@ -41,18 +50,23 @@ def test_latent_kinds_and_the_default_joint_averages_the_halves_directions(train
 
 
 def test_the_concatenated_joint_atac_half_is_shrunk_to_its_share_and_never_enlarged(trained):
-    from factvae.outputs.latent import joint_atac_scale
+    from factvae.outputs.latent import fit_joint_rule
 
     rna, atac = trained.get_latent("rna"), trained.get_latent("atac")
     ratio = atac.var(axis=0).sum() / rna.var(axis=0).sum()
     args = (trained.network, trained._rna_rep, trained._atac_rep)
+
+    def scale(rule: str, share: float | None) -> float:
+        return fit_joint_rule(*args, rule, share, trained.device).atac_scale
+
     for rule in ("concatenate", "average"):  # None: the halves as they are
-        assert joint_atac_scale(*args, None, trained.device, rule=rule) == 1.0
-    assert joint_atac_scale(*args, 4 * ratio, trained.device, rule="concatenate") == 1.0
-    shrunk = joint_atac_scale(*args, ratio / 4, trained.device, rule="concatenate")
-    assert shrunk == pytest.approx(0.5, rel=1e-5)  # a quarter of the variance: half the scale
+        assert scale(rule, None) == 1.0
+    assert scale("concatenate", 4 * ratio) == 1.0
+    # a quarter of the variance: half the scale
+    assert scale("concatenate", ratio / 4) == pytest.approx(0.5, rel=1e-5)
+    assert fit_joint_rule(*args, "concatenate", ratio / 4, trained.device).centres is None
     # averaged, the factor is fixed by the share alone, whatever the halves' spread
-    assert joint_atac_scale(*args, 0.09, trained.device, rule="average") == pytest.approx(0.3)
+    assert scale("average", 0.16) == pytest.approx(0.4)
 
 
 def test_a_fit_keeps_the_joint_share_through_save_and_load(sim, tmp_path):
@@ -74,12 +88,35 @@ def test_a_fit_keeps_the_joint_share_through_save_and_load(sim, tmp_path):
     np.testing.assert_allclose(again[:, : rna.shape[1]].std(), atac_block.std(), rtol=0.2)
 
 
-def test_new_cells_get_the_averaged_joint_of_their_own_halves(trained, sim):
-    joint = trained.get_latent(rna=sim.rna, atac=sim.atac)
-    rna, atac = trained.get_latent("rna", rna=sim.rna), trained.get_latent("atac", atac=sim.atac)
-    weight = trained.joint_atac_scale
-    expected = (_unit(rna) + weight * _unit(atac)) / (1 + weight)
-    np.testing.assert_allclose(joint, expected, rtol=1e-5, atol=1e-6)
+def test_new_cells_get_the_averaged_joint_of_their_own_halves_from_the_training_centres(
+    trained, sim
+):
+    # 60 cells of one kind: their own mean is not the training cells', which must be used
+    cells = sim.rna.obs_names[sim.rna.obs["cell_type"] == sim.rna.obs["cell_type"].iloc[0]][:60]
+    new_rna, new_atac = sim.rna[cells].copy(), sim.atac[cells].copy()
+    joint = trained.get_latent(rna=new_rna, atac=new_atac)
+    rna, atac = trained.get_latent("rna", rna=new_rna), trained.get_latent("atac", atac=new_atac)
+    weight, centres = trained.joint_atac_scale, trained.joint_rule.centres
+    np.testing.assert_allclose(joint, _averaged(rna, atac, weight, centres), rtol=1e-5, atol=1e-5)
+    own = (rna.mean(axis=0), atac.mean(axis=0))
+    assert not np.allclose(joint, _averaged(rna, atac, weight, own), atol=1e-3)
+
+
+def test_an_averaged_model_keeps_its_centres_through_save_and_load(trained, tmp_path):
+    trained.save(tmp_path / "model")
+    loaded = factvae.FactVAE.load(tmp_path / "model")
+    for kept, saved in zip(loaded.joint_rule.centres, trained.joint_rule.centres, strict=True):
+        np.testing.assert_array_equal(kept, saved)
+    np.testing.assert_array_equal(loaded.get_latent(), trained.get_latent())
+    # saved before the centres were kept: the halves are averaged from the origin, as then
+    arrays = dict(np.load(tmp_path / "model" / "arrays.npz"))
+    del arrays["joint_rna_centre"], arrays["joint_atac_centre"]
+    np.savez(tmp_path / "model" / "arrays.npz", **arrays)
+    old = factvae.FactVAE.load(tmp_path / "model")
+    assert old.joint_rule.centres is None
+    rna, atac = trained.get_latent("rna"), trained.get_latent("atac")
+    expected = _averaged(rna, atac, trained.joint_atac_scale)
+    np.testing.assert_allclose(old.get_latent(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_a_model_saved_before_the_averaged_joint_still_concatenates(trained, tmp_path):
