@@ -138,12 +138,10 @@ def map_query(
     finally:
         mapped.network.unfreeze(handles)
     summary = mapped.training_summary
-    finish_training(mapped, trainer, schedule)
-    mapped.training_summary.update(summary)
     # the query's joint embedding is in the reference's: its centres and ATAC factor, not ones
     # fitted anew on the query cells
-    mapped.joint_rule = model.joint_rule
-    mapped.training_summary["joint_atac_scale"] = model.joint_atac_scale
+    finish_training(mapped, trainer, schedule, joint_rule=model.joint_rule)
+    mapped.training_summary.update(summary)
     return mapped
 
 

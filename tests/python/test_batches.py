@@ -193,7 +193,9 @@ def test_missing_and_unknown_features_are_filled_dropped_and_reported(trained, s
         trained.get_latent("rna", rna=renamed)
 
 
-def test_map_query_leaves_the_reference_unchanged_and_trains_only_the_new_level(reference, bsim):
+def test_map_query_leaves_the_reference_unchanged_and_trains_only_the_new_level(
+    reference, bsim, monkeypatch
+):
     _, _, rna_q, atac_q = _split(bsim)
     before = _state(reference)
     latent_before = reference.get_latent()
@@ -202,8 +204,13 @@ def test_map_query_leaves_the_reference_unchanged_and_trains_only_the_new_level(
                                "training_summary", "settings", "architecture")}  # fmt: skip
     expected = reference.get_latent(rna=rna_q, atac=atac_q)
 
+    def refit(*args: object) -> None:  # the query keeps the reference's joint rule as it is
+        raise AssertionError("map_query fitted a joint rule on the query cells")
+
+    monkeypatch.setattr("factvae.train.fitting.fit_joint_rule", refit)
     mapped = reference.map_query(rna_q, atac_q, max_epochs=3, batch_size=32, seed=1,
                                  progress=False)  # fmt: skip
+    assert mapped.joint_rule is reference.joint_rule
 
     after = reference.network.state_dict()
     assert before.keys() == after.keys()

@@ -15,7 +15,7 @@ import torch
 
 from factvae.errors import FactVAEInputError, TrainingDivergedError, TrainingInterrupted
 from factvae.model.network import FactVAENetwork
-from factvae.outputs.latent import fit_joint_rule
+from factvae.outputs.latent import JointRule, fit_joint_rule
 from factvae.settings import ModelSettings, auto_max_epochs, auto_patience
 from factvae.state import ModelState
 from factvae.train.checkpoints import CheckpointPolicy
@@ -188,8 +188,12 @@ def fingerprint(
     }
 
 
-def finish_training(model: ModelState, trainer: Trainer, schedule: Schedule) -> None:
-    """What the run did, kept on the model (and saved with it)."""
+def finish_training(
+    model: ModelState, trainer: Trainer, schedule: Schedule, joint_rule: JointRule | None = None
+) -> None:
+    """What the run did, kept on the model (and saved with it). ``joint_rule``: the joint
+    embedding's rule to keep (a mapped query keeps its reference's); None fits it on the model's
+    cells."""
     model.history = trainer.history
     stopper = trainer.stopper
     model.training_summary = {
@@ -204,10 +208,12 @@ def finish_training(model: ModelState, trainer: Trainer, schedule: Schedule) -> 
         "rollbacks": trainer.rollbacks,
     }
     model.validation_cells = model.obs_names[schedule.validation_cells]
-    model.joint_rule = fit_joint_rule(
-        model.network, model._rna_rep, model._atac_rep, model.settings.joint_embedding,
-        model.settings.joint_atac_share, model.device, model._batch_codes,
-    )  # fmt: skip
+    if joint_rule is None:
+        joint_rule = fit_joint_rule(
+            model.network, model._rna_rep, model._atac_rep, model.settings.joint_embedding,
+            model.settings.joint_atac_share, model.device, model._batch_codes,
+        )  # fmt: skip
+    model.joint_rule = joint_rule
     model.training_summary["joint_atac_scale"] = model.joint_atac_scale
 
 
