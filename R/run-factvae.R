@@ -117,7 +117,8 @@
 #'   linked peak.
 #' @param link.score How links are ranked: `"combined"` (the default), the
 #'   posterior probability of a link under a two-group model fitted to the
-#'   candidates: its prior is the peak's power-law contact with the TSS (as the
+#'   candidates outside the model's prior (whose pairs training tied
+#'   together): its prior is the peak's power-law contact with the TSS (as the
 #'   Activity-by-Contact model without Hi-C), its evidence the `zscore` of the
 #'   model's co-variation of the pair, so the co-variation counts as much as
 #'   the data show it does; `"abc"`, the peak's accessibility times that

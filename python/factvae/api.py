@@ -254,10 +254,10 @@ class FactVAE(ModelState):
         annotation the model was built with (a loaded model keeps its modelled genes' only).
 
         ``score="combined"`` (default) ranks by the posterior of a two-group model fitted to
-        the candidates: prior from the peak's power-law contact with the TSS (as ABC without
-        Hi-C), evidence from the ``zscore`` of the model's co-variation of the pair, weighted
-        as much as the data support; ``"abc"`` by accessibility x contact as a share of the
-        gene's candidates;
+        the candidates outside the model's prior (whose pairs training tied together): prior
+        from the peak's power-law contact with the TSS (as ABC without Hi-C), evidence from
+        the ``zscore`` of the model's co-variation of the pair, weighted as much as the data
+        support; ``"abc"`` by accessibility x contact as a share of the gene's candidates;
         ``"correlation"`` by the co-variation alone; ``"cosine"`` by the paper's embedding
         cosine. ``pvalue``/``qvalue``: the co-variation
         against peaks of matched accessibility on other chromosomes, as Signac's LinkPeaks;

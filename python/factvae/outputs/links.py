@@ -4,7 +4,9 @@ contact with the TSS and the model's co-variation of the pair, and tested.
 Four scores are available by name (``LINK_SCORES``); each ingredient is a column of the table:
 
 * ``"combined"`` (the default): the posterior probability that the pair is a link under a
-  two-group model fitted to the candidates themselves. A pair's prior is its contact with the
+  two-group model fitted to the candidates outside the model's gene-to-peak prior (training
+  tied the prior's pairs together, so their co-variation is the prior's echo, not evidence
+  about the rest). A pair's prior is its contact with the
   TSS, ABC's power law of distance without Hi-C (``contact``), raised to an exponent and
   scaled; its evidence is the ``zscore`` of its co-variation against peaks on other
   chromosomes, null N(0, 1), links N(shift, 1). The data decide how much the co-variation
@@ -231,7 +233,7 @@ def infer_links(
       similar distance to the TSS with similarly accessible peaks: evidence beyond distance.
     * ``activity`` (the peak's ``accessibility``), ``contact``, ``abc``: the ABC ingredients
       (``score``, with the default ``"combined"``, is the posterior of :func:`two_group_fit`
-      from ``contact`` and ``zscore``).
+      from ``contact`` and ``zscore``, fitted to the candidates outside ``prior``).
     * ``in_prior``: the prior's own pairs, which training tied together; ``modelled``: the
       gene is one the decoder models (else it has a ridge loading).
     """
@@ -266,11 +268,13 @@ def infer_links(
         activity, rng,
     )  # fmt: skip
     strata = matched_strata(distance, activity[p] if known else None)
-    eligible = ~in_prior if (~in_prior).any() else np.ones(len(g), dtype=bool)
-    background = matched_background(strata, eligible, n_background, rng)
+    # the candidates training did not tie together (all of them, where it tied every one)
+    outside_prior = ~in_prior if (~in_prior).any() else np.ones(len(g), dtype=bool)
+    background = matched_background(strata, outside_prior, n_background, rng)
     zscore_cis, pvalue_cis = stratified_test(covariation, strata, background)
     if score == "combined":
-        ranking = two_group_fit(zscore, contacts).posterior(zscore, contacts)
+        fit = two_group_fit(zscore[outside_prior], contacts[outside_prior])
+        ranking = fit.posterior(zscore, contacts)
     else:
         ranking = abc if score == "abc" else covariation
     return pd.DataFrame(

@@ -62,6 +62,19 @@ def test_links_cover_every_detected_annotated_gene(few_hvgs, sim):
     np.testing.assert_allclose(mine.reindex(alone.index).to_numpy(), alone.to_numpy())
 
 
+def test_the_combined_score_is_fitted_outside_the_prior(few_hvgs):
+    """Training tied the prior's pairs together: their co-variation must not set how much
+    the co-variation counts for the other candidates."""
+    links = few_hvgs.infer_links(n_background=500)
+    inside = links["in_prior"].to_numpy()
+    assert 0 < inside.sum() < len(links)
+    z, contacts = links["zscore"].to_numpy(), links["contact"].to_numpy()
+    outside = two_group_fit(z[~inside], contacts[~inside])
+    np.testing.assert_allclose(links["score"], outside.posterior(z, contacts), rtol=1e-10)
+    everything = two_group_fit(z, contacts)
+    assert not np.allclose(everything.posterior(z, contacts), links["score"], rtol=1e-3)
+
+
 def test_chosen_genes_and_refusals(few_hvgs, sim):
     trained = few_hvgs
     outside = [g for g in sim.rna.var_names if g not in trained.genes][:3]
