@@ -62,9 +62,11 @@ SSA_OBJECTIVE = "cosine"
 # 0.406 / 0.667 concatenated at the former share 0.5; averaged from the origin at weight 0.4,
 # 0.431 / 0.674; from the centres at 0.3, 0.473 / 0.703 (0.462 at 0.2, 0.477 at 0.35, 0.439 at
 # 0.6). snare_hcellline (5 seeds): 0.972 / 0.990, 0.975 / 0.990 (0.975 at 0.2, 0.972 at 0.35)
-# against its RNA half's 0.971 / 0.985. Plain concatenation let an ATAC half with more spread
-# but less type signal drown the RNA half (snare seed 0 before the SSA change: ATAC variance
-# 204 vs RNA 22; joint ARI 0.933).
+# against its RNA half's 0.971 / 0.985. At 100,000 peaks (seed 0) a higher weight would help
+# (0.481 at 0.3, 0.494 at 0.35, 0.503 at 0.4), but at 0.35 map_query's reference-query iLISI
+# fell from 1.31 / 1.23 to 1.29 / 1.21 (seeds 0 / 1; target 1.3). Plain concatenation let
+# an ATAC half with more spread but less type signal drown the RNA half (snare seed 0 before
+# the SSA change: ATAC variance 204 vs RNA 22; joint ARI 0.933).
 JOINT_EMBEDDING = "average"
 JOINT_ATAC_SHARE = 0.09
 # With batch_key: weight of the batch-mixing term (each half's squared MMD between each batch
