@@ -13,6 +13,10 @@
 #' Python core's `map_query`); each new level needs at least `batch.size`
 #' cells. Without a batch there is nothing to learn: the cells are embedded by
 #' the trained encoders directly (`get_latent(rna=, atac=)`), with no training.
+#' Unless the reference model was built with the Python setting
+#' `encode_batch`, its encoders take no batch, so the embeddings are the same
+#' as that direct embedding; the training learns the decoders' offsets of the
+#' new batches.
 #'
 #' @param query A Seurat object with the new cells' RNA and ATAC assays.
 #' @param reference A Seurat object returned by [RunFactVAE()] (its model is

@@ -349,7 +349,10 @@ class FactVAE(ModelState):
         stopping) on the query cells; ``max_epochs`` defaults to the cell-scaled budget. Each
         new level needs at least ``batch_size`` cells. Needs a model built with
         ``batch_key``; without one there is nothing to adapt, and ``get_latent(rna=,
-        atac=)`` embeds new cells directly.
+        atac=)`` embeds new cells directly. Without ``encode_batch`` (the default) the
+        encoders take no batch, so the query's latent is exactly ``get_latent(rna=, atac=)``'s
+        and what the training learns is the decoders' offsets of the new levels, which
+        ``augment_atac`` uses.
         """
         self._require_trained()
         return mapping.map_query(
