@@ -64,7 +64,8 @@ SSA_OBJECTIVE = "cosine"
 # 0.6). snare_hcellline (5 seeds): 0.972 / 0.990, 0.975 / 0.990 (0.975 at 0.2, 0.972 at 0.35)
 # against its RNA half's 0.971 / 0.985. At 100,000 peaks (seed 0) a higher weight would help
 # (0.481 at 0.3, 0.494 at 0.35, 0.503 at 0.4), but at 0.35 map_query's reference-query iLISI
-# fell from 1.31 / 1.23 to 1.29 / 1.21 (seeds 0 / 1; target 1.3). Plain concatenation let
+# fell from 1.31 / 1.23 to 1.29 / 1.21 (seeds 0 / 1; target 1.3): a mapped query's ATAC half
+# does not mix with the reference's, so its weight costs the mapping. Plain concatenation let
 # an ATAC half with more spread but less type signal drown the RNA half (snare seed 0 before
 # the SSA change: ATAC variance 204 vs RNA 22; joint ARI 0.933).
 JOINT_EMBEDDING = "average"
