@@ -238,11 +238,13 @@ if sys.platform.startswith('linux') and hasattr(os, 'RTLD_DEEPBIND') and 'torch'
   })
 }
 
-# Whether a Python error is a failed allocation: numpy's MemoryError, or the message of
-# PyTorch's CPU allocator, CUDA's or C++'s (which PyTorch raises as RuntimeError).
+# Whether a Python error is a failed allocation: numpy's MemoryError, the message of
+# PyTorch's CPU allocator, CUDA's or C++'s (which PyTorch raises as RuntimeError), or
+# Python's when it cannot allocate a new thread's stack (seen under a memory limit).
 .out_of_memory <- function(type, value) {
   identical(type, "MemoryError") ||
-    grepl("can't allocate memory|Cannot allocate memory|out of memory|bad_alloc", value)
+    grepl(paste("can't allocate memory|Cannot allocate memory|out of memory|bad_alloc",
+                "can't start new thread", sep = "|"), value)
 }
 
 # An error that is also an interrupt, so handlers of either catch it. Functions return a new

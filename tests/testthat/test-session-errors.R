@@ -26,6 +26,16 @@ test_that("a device that is not there is an R error that names it", {
   expect_true(isTRUE(FactVAEAvailable()))
 })
 
+test_that("each way Python reports a failed allocation is read as running out of memory", {
+  expect_true(.out_of_memory("MemoryError", "Unable to allocate 3.2 GiB for an array"))
+  expect_true(.out_of_memory("RuntimeError", "DefaultCPUAllocator: can't allocate memory"))
+  expect_true(.out_of_memory("RuntimeError", "CUDA out of memory. Tried to allocate 2 GiB"))
+  expect_true(.out_of_memory("RuntimeError", "std::bad_alloc"))
+  expect_true(.out_of_memory("RuntimeError", "can't start new thread"))
+  expect_false(.out_of_memory("RuntimeError", "mat1 and mat2 shapes cannot be multiplied"))
+  expect_false(.out_of_memory("ValueError", "cannot start: no cells"))
+})
+
 test_that("a fit that needs more memory than the session may use is an R error, the session lives", {
   skip_unless_full_tests()  # two fits in a child session, about 30 s
   skip_if_not_installed("callr")
