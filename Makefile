@@ -56,6 +56,7 @@ bench: setup
 	$(PYTHON) benchmarks/batches.py --seeds 0 1 --jobs 2 --imbalanced --no-mapping \
 		--name batches_imbalanced
 	$(PYTHON) benchmarks/batches.py --seeds 0 1 --shift-sd 2.0 --name batches_strong
+	$(PYTHON) benchmarks/new_cells.py --seeds 0 1
 	$(PYTHON) benchmarks/scale.py --sizes snare 10000x50000 50000x150000:reps 100000x200000:reps
 	$(PYTHON) benchmarks/scale.py --name scale_peaks \
 		--sizes 5000x25000:reps 5000x50000:reps 5000x100000:reps 5000x200000:reps

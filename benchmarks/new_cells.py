@@ -1,0 +1,116 @@
+"""Cells the model never saw: does ``get_latent(rna=, atac=)`` place new cells of the same
+samples among the training cells of their kind, in each half? Writes
+benchmarks/results/<name>.{json,md}.
+
+A simulated set (one sample) is split at random: the model is fitted on 80% of the cells and
+the other 20% are embedded through the preprocessing saved at fit time, as a user embeds new
+cells. For the joint embedding and each half: iLISI of training and new cells together (scIB's
+definition; 1 = apart, about 1.5 = mixed at this 80:20 split), the training cells' share of
+each new cell's 15 nearest neighbours (0.8 when mixed), the accuracy of 15-NN label transfer
+from the training cells, and, on the training cells, k-means ARI of the cell types (median of
+5 k-means draws), so a variant that helps new cells at the training cells' cost shows it.
+
+    .venv/bin/python benchmarks/new_cells.py --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+HELD_OUT = 0.2
+NEIGHBOURS = 15
+KINDS = ("joint", "rna", "atac")
+VARIANTS = {"default": {}, "projected inputs": {"projected_inputs": True}}
+
+
+def one_fit(seed: int, args: argparse.Namespace, settings: dict) -> dict:
+    """Fit on the training cells; every score of each embedding."""
+    from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+
+    import factvae
+    from factvae.outputs.scores import batch_mixing_scores, clustering_scores
+
+    sim = factvae.simulate(n_cells=args.cells, n_genes=args.genes, n_peaks=args.peaks, seed=seed)
+    new = np.random.default_rng(seed).random(sim.rna.n_obs) < HELD_OUT
+    start = time.perf_counter()
+    model = factvae.FactVAE(
+        sim.rna[~new].copy(), sim.atac[~new].copy(), gene_annotation=sim.genes, **settings
+    ).fit(seed=seed, progress=False)
+    row: dict = {"seed": seed, "fit_s": time.perf_counter() - start, "epochs": len(model.history)}
+    types = sim.rna.obs["cell_type"].astype(str).to_numpy()
+    known, unseen = types[~new], types[new]
+    for kind in KINDS:
+        training = model.get_latent(kind)
+        embedded = model.get_latent(kind, rna=sim.rna[new].copy(), atac=sim.atac[new].copy())
+        together = np.vstack([training, embedded])
+        origin = np.repeat(["training", "new"], [len(training), len(embedded)])
+        neighbours = (
+            NearestNeighbors(n_neighbors=NEIGHBOURS)
+            .fit(together)
+            .kneighbors(embedded, return_distance=False)
+        )
+        transfer = KNeighborsClassifier(NEIGHBOURS).fit(training, known)
+        row[kind] = {
+            "ilisi": batch_mixing_scores(together, origin, np.r_[known, unseen])["ilisi"],
+            "training_neighbours": float((neighbours < len(training)).mean()),
+            "transfer": float(np.mean(transfer.predict(embedded) == unseen)),
+            "ari": statistics.median(
+                clustering_scores(training, known, draw)["ari"] for draw in range(5)
+            ),
+        }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def summarise(result: dict) -> str:
+    lines = [
+        f"{result['cells']} simulated cells ({100 * HELD_OUT:.0f}% held out), "
+        f"{result['genes']} genes, {result['peaks']} peaks; median over seeds "
+        f"{', '.join(map(str, result['seeds']))}.",
+        "",
+        "| fit | embedding | training-new iLISI (1-2) | training cells among new cells' "
+        f"{NEIGHBOURS} neighbours (0.8 mixed) | label transfer | training cells' k-means ARI |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, rows in result["variants"].items():
+        for kind in KINDS:
+            values = [
+                statistics.median(row[kind][key] for row in rows)
+                for key in ("ilisi", "training_neighbours", "transfer", "ari")
+            ]
+            lines.append(f"| {name} | {kind} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--cells", type=int, default=3000)
+    parser.add_argument("--genes", type=int, default=1000)
+    parser.add_argument("--peaks", type=int, default=10000)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--name", default="new_cells")
+    args = parser.parse_args()
+    result: dict = {
+        "seeds": args.seeds, "cells": args.cells, "genes": args.genes, "peaks": args.peaks,
+        "variants": {
+            name: [one_fit(seed, args, VARIANTS[name]) for seed in args.seeds]
+            for name in args.variants
+        },
+    }  # fmt: skip
+    out = HERE / "results" / args.name
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    table = summarise(result)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
