@@ -5,7 +5,7 @@ benchmarks/results/<name>.{json,md}.
 A simulated set (one sample) is split at random: the model is fitted on 80% of the cells and
 the other 20% are embedded through the preprocessing saved at fit time, as a user embeds new
 cells. For the joint embedding and each half: iLISI of training and new cells together (scIB's
-definition; 1 = apart, about 1.5 = mixed at this 80:20 split), the training cells' share of
+definition; 1 = apart, 2 at most), the training cells' share of
 each new cell's 15 nearest neighbours (0.8 when mixed), the accuracy of 15-NN label transfer
 from the training cells, and, on the training cells, k-means ARI of the cell types (median of
 5 k-means draws), so a variant that helps new cells at the training cells' cost shows it.
