@@ -143,7 +143,7 @@
   links <- GRanges(seqnames(peaks)[peak], IRanges(pmin(tss, centre), pmax(tss, centre)),
                    score = found$score, gene = found$gene, peak = found$peak,
                    covariation = found$covariation, activity = found$activity,
-                   contact = found$contact, abc = found$abc,
+                   contact = found$contact, abc = found$abc, peak_share = found$peak_share,
                    zscore = found$zscore, pvalue = found$pvalue, qvalue = found$qvalue,
                    zscore_cis = found$zscore_cis, pvalue_cis = found$pvalue_cis,
                    qvalue_cis = found$qvalue_cis, distance = found$distance,
@@ -171,7 +171,8 @@
 #' GRanges spanning each gene's TSS and the centre of the linked peak, with the
 #' columns
 #' * `score`: the ranking (see `link.score` in [RunFactVAE()]); by default the
-#'   posterior (0-1) of a two-group model from `contact` and `zscore`;
+#'   posterior (0-1) of a two-group model from `contact`, `peak_share` and
+#'   `zscore`;
 #' * `gene`, `peak`, `distance` (signed bases from the TSS, negative upstream);
 #' * `covariation`: the model's co-variation of the pair over cells (the
 #'   correlation of the gene's and the peak's decoder contributions; the
@@ -179,6 +180,8 @@
 #' * `activity` (share of cells where the peak is open), `contact` (power-law
 #'   contact of its distance, 1 within 5 kb) and `abc` (activity x contact as a
 #'   share of the gene's candidates): the Activity-by-Contact ingredients;
+#' * `peak_share`: `contact` as a share of the peak's contact with every
+#'   annotated TSS within the window (near another gene's promoter, low);
 #' * `zscore`, `pvalue`, `qvalue`: the co-variation against the same gene with
 #'   random peaks of matched accessibility on other chromosomes, as Signac's
 #'   `LinkPeaks()` tests it (`qvalue`: Benjamini-Hochberg over all candidates);

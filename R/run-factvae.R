@@ -119,7 +119,9 @@
 #'   posterior probability of a link under a two-group model fitted to the
 #'   candidates outside the model's prior (whose pairs training tied
 #'   together): its prior is the peak's power-law contact with the TSS (as the
-#'   Activity-by-Contact model without Hi-C), its evidence the `zscore` of the
+#'   Activity-by-Contact model without Hi-C) times `peak_share`, the share of
+#'   the peak's contact that goes to this gene rather than to other annotated
+#'   TSSs near it; its evidence the `zscore` of the
 #'   model's co-variation of the pair, so the co-variation counts as much as
 #'   the data show it does; `"abc"`, the peak's accessibility times that
 #'   contact, as a share of its gene's candidates; `"correlation"`, the co-variation alone: the

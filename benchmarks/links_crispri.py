@@ -6,7 +6,8 @@ benchmarks/results/links_crispri.{json,md} (``--heldout``: links_crispri_heldout
 Development and tuning use the Gasperini2019 rows only; ``--heldout`` scores the other K562
 rows, kept back for one final check. A pair missing from a link table ranks last; closest
 first ranks every pair by its distance. Reported:
-AUROC and AUPRC of the default score, distance alone (closest first), a LinkPeaks-style
+AUROC and AUPRC of the default score, distance alone (closest first), the nearest gene to the
+peak first (the element's view of distance), a LinkPeaks-style
 correlation (Pearson over cells of log-normalised expression with accessibility counts) and
 the paper's cosine, with 95% bootstrap intervals over genes; AUROC within distance bins;
 the default score over every gene detected in >= 3 cells (``genes=``: what the 1% coverage
@@ -39,6 +40,7 @@ sys.path.insert(0, str(HERE))
 from factvae import FactVAE  # noqa: E402
 from factvae.outputs.gene_loadings import log_normalised  # noqa: E402
 from factvae.outputs.link_tests import benjamini_hochberg, other_chromosome_test  # noqa: E402
+from factvae.outputs.links import candidate_pairs  # noqa: E402
 from snare_data import load_snare  # noqa: E402
 
 PAIRS = HERE / "crispri" / "k562_pairs_snare.tsv"
@@ -141,6 +143,20 @@ def binned_auroc(labels: np.ndarray, score: np.ndarray, distance: np.ndarray) ->
     return out
 
 
+def nearest_gene_first(model: FactVAE, annotation: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+    """The element's view of closest first: each pair ranked by how many annotated TSSs lie
+    nearer to its peak than its gene's, ties by distance (the rule ``peak_share`` builds in)."""
+    genes = annotation.drop_duplicates("gene_name").set_index("gene_name")
+    candidates = candidate_pairs(genes, model.peak_coords, 150_000)
+    candidates["rank"] = candidates["distance"].abs().groupby(candidates["peak_idx"]).rank("min")
+    rank = candidates.set_index(
+        [genes.index[candidates["gene_idx"]], model.peak_coords.index[candidates["peak_idx"]]]
+    )["rank"]
+    found = rank.reindex(pd.MultiIndex.from_frame(pairs[["gene", "peak"]])).to_numpy(float)
+    found = np.where(np.isnan(found), np.nanmax(rank.to_numpy()) + 1, found)
+    return -found - pairs["abs_distance"].to_numpy() / 1e6
+
+
 def fitted_model(path: str | None, rna, atac, genes) -> tuple[FactVAE, float | None]:
     """One default fit, seed 0; loaded from ``path`` when saved there, else fitted (and saved
     there when ``path`` is given)."""
@@ -190,7 +206,10 @@ def main() -> None:
     labels = pairs["Regulated"].to_numpy(bool)
     distance = pairs["abs_distance"].to_numpy()
     # closest first as a biologist applies it: every pair ranked by its own distance, none last
-    by_distance = {"distance alone (closest first, every pair)": -distance.astype(float)}
+    by_distance = {
+        "distance alone (closest first, every pair)": -distance.astype(float),
+        "nearest gene to the peak first (every pair)": nearest_gene_first(model, genes, pairs),
+    }
     by_table = {name: ranked(table, pairs, column) for name, (table, column) in tables.items()}
     scores = {}
     default = next(iter(by_table))

@@ -251,11 +251,13 @@ class FactVAE(ModelState):
         ``genes``; a gene outside the modelled HVGs gets a ridge loading on the RNA latent
         (:mod:`factvae.outputs.gene_loadings`). Without ``rna``, the modelled genes (or those
         of ``genes`` among them). Coordinates come from ``gene_annotation`` or, by default, the
-        annotation the model was built with (a loaded model keeps its modelled genes' only).
+        annotation the model was built with (kept by :meth:`save`; models saved before
+        2026-12-04 kept only their modelled genes' coordinates).
 
         ``score="combined"`` (default) ranks by the posterior of a two-group model fitted to
         the candidates outside the model's prior (whose pairs training tied together): prior
-        from the peak's power-law contact with the TSS (as ABC without Hi-C), evidence from
+        from the peak's power-law contact with the TSS (as ABC without Hi-C) times its share
+        of the peak's contact with every TSS of the annotation near it, evidence from
         the ``zscore`` of the model's co-variation of the pair, weighted as much as the data
         support; ``"abc"`` by accessibility x contact as a share of the gene's candidates;
         ``"correlation"`` by the co-variation alone; ``"cosine"`` by the paper's embedding
@@ -279,6 +281,7 @@ class FactVAE(ModelState):
                 "pass gene_annotation= here."
             )
         annotation = annotation[~annotation.index.duplicated()].dropna()
+        annotation = annotation.astype({"start": np.int64, "end": np.int64})
         factors = self.gene_embeddings()
         rna_latent = self.get_latent("rna").astype(np.float64)
         if rna is None:
@@ -297,7 +300,7 @@ class FactVAE(ModelState):
             )
         if len(chosen) == 0:
             raise FactVAEInputError("None of the chosen genes has coordinates in the annotation.")
-        located = annotation.loc[chosen].astype({"start": np.int64, "end": np.int64})
+        located = annotation.loc[chosen]
         peaks = self.peak_embeddings().to_numpy(dtype=np.float64)
         if score == "cosine":
             scorer = cosine_scorer(loadings, peaks)
@@ -319,6 +322,7 @@ class FactVAE(ModelState):
             accessibility=self.peak_detection,
             score=score,
             modelled=rows >= 0,
+            competitors=annotation,
         )
 
     # ---- new cells: embedding them, and learning their batches ------------------------------

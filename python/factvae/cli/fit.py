@@ -163,7 +163,8 @@ def add_fit_parser(commands: argparse._SubParsersAction) -> None:
         choices=LINK_SCORES,
         help="combined: the posterior of a two-group model fitted to the candidates outside "
         "the model's prior, whose "
-        "prior is the ABC-style power-law contact with the TSS and whose evidence is the "
+        "prior is the ABC-style power-law contact with the TSS, times its share of the "
+        "peak's contact with all annotated TSSs near it, and whose evidence is the "
         "co-variation's z-score against other chromosomes; abc: peak activity x contact as "
         "a share of the gene's candidates (ABC without Hi-C); correlation: "
         "of the gene's and the peak's contributions to the decoders over cells (the "

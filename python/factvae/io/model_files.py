@@ -66,12 +66,11 @@ def save_model(model: ModelState, folder: Path) -> Path:
     if model.joint_rule.centres is not None:
         arrays["joint_rna_centre"], arrays["joint_atac_centre"] = model.joint_rule.centres
     if model.gene_coords is not None:
-        arrays.update(
-            gene_chrom=model.gene_coords["chrom"].fillna("").to_numpy(dtype=str),
-            gene_start=model.gene_coords["start"].fillna(-1).to_numpy(dtype=np.int64),
-            gene_end=model.gene_coords["end"].fillna(-1).to_numpy(dtype=np.int64),
-            gene_strand=model.gene_coords["strand"].fillna("+").to_numpy(dtype=str),
-        )
+        arrays.update(coordinate_arrays(model.gene_coords, "gene"))
+    if model.gene_coords_all is not None:  # the whole annotation: links for any gene, and
+        annotation = model.gene_coords_all  # the TSSs competing for each peak (peak_share)
+        arrays.update(coordinate_arrays(annotation, "annotation"))
+        arrays["annotation_name"] = annotation.index.to_numpy(dtype=str)
     for name, projection in model.projections.items():
         if projection is not None:
             for key, value in asdict(projection).items():
@@ -143,19 +142,17 @@ def load_model(cls: type[Model], folder: Path, device: str) -> Model:
         index=model.peaks,
     )
     if "gene_chrom" in arrays:
-        coords = pd.DataFrame(
-            {
-                "chrom": arrays["gene_chrom"],
-                "start": arrays["gene_start"],
-                "end": arrays["gene_end"],
-                "strand": arrays["gene_strand"],
-            },
-            index=model.genes,
-        )
+        coords = coordinates_from_arrays(arrays, "gene", model.genes)
         model.gene_coords = coords[coords["start"] >= 0].reindex(model.genes)
     else:
         model.gene_coords = None
-    model.gene_coords_all = model.gene_coords
+    if "annotation_name" in arrays:
+        annotation = coordinates_from_arrays(
+            arrays, "annotation", pd.Index(arrays["annotation_name"])
+        )
+        model.gene_coords_all = annotation[annotation["start"] >= 0]
+    else:  # saved before the annotation was kept: the modelled genes' coordinates only
+        model.gene_coords_all = model.gene_coords
     # older saves lack it: their links are then matched on distance alone
     model.peak_detection = arrays.get("peak_detection")
     model.g2p = GeneToPeak(
@@ -184,6 +181,25 @@ def load_model(cls: type[Model], folder: Path, device: str) -> Model:
     model._no_data = ""
     model.is_trained = True
     return model
+
+
+def coordinate_arrays(genes: pd.DataFrame, prefix: str) -> dict[str, np.ndarray]:
+    """Gene coordinates as plain arrays (no pickles in a model file); a missing position is
+    stored as -1 and dropped on loading."""
+    return {
+        f"{prefix}_chrom": genes["chrom"].fillna("").to_numpy(dtype=str),
+        f"{prefix}_start": genes["start"].fillna(-1).to_numpy(dtype=np.int64),
+        f"{prefix}_end": genes["end"].fillna(-1).to_numpy(dtype=np.int64),
+        f"{prefix}_strand": genes["strand"].fillna("+").to_numpy(dtype=str),
+    }
+
+
+def coordinates_from_arrays(
+    arrays: dict[str, np.ndarray], prefix: str, index: pd.Index
+) -> pd.DataFrame:
+    """The frame :func:`coordinate_arrays` stored."""
+    columns = ("chrom", "start", "end", "strand")
+    return pd.DataFrame({name: arrays[f"{prefix}_{name}"] for name in columns}, index=index)
 
 
 def _projection(arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:

@@ -6,14 +6,16 @@ Four scores are available by name (``LINK_SCORES``); each ingredient is a column
 * ``"combined"`` (the default): the posterior probability that the pair is a link under a
   two-group model fitted to the candidates outside the model's gene-to-peak prior (training
   tied the prior's pairs together, so their co-variation is the prior's echo, not evidence
-  about the rest). A pair's prior is its contact with the
-  TSS, ABC's power law of distance without Hi-C (``contact``), raised to an exponent and
-  scaled; its evidence is the ``zscore`` of its co-variation against peaks on other
-  chromosomes, null N(0, 1), links N(shift, 1). The data decide how much the co-variation
-  counts: where linked pairs co-vary clearly the shift is large and ranks them, where the
-  co-variation carries little the shift is near 0 and distance ranks (:func:`two_group_fit`).
-  On K562 CRISPRi pairs (``benchmarks/links_crispri.py``) the peaks' accessibility in these
-  cells did not help, so it is reported (``activity``, ``abc``) rather than built in.
+  about the rest). A pair's prior is its proximity, raised to an exponent and scaled: its
+  contact with the TSS, ABC's power law of distance without Hi-C (``contact``), times the
+  share of the peak's contact that goes to this gene rather than to the other annotated TSSs
+  near it (``peak_share``; a peak beside another gene's promoter counts less). Its evidence
+  is the ``zscore`` of its co-variation against peaks on other chromosomes, null N(0, 1),
+  links N(shift, 1). The data decide how much the co-variation counts: where linked pairs
+  co-vary clearly the shift is large and ranks them, where the co-variation carries little
+  the shift is near 0 and proximity ranks (:func:`two_group_fit`). On K562 CRISPRi pairs
+  (``benchmarks/links_crispri.py``) the peaks' accessibility in these cells did not help, so
+  it is reported (``activity``, ``abc``) rather than built in.
 * ``"abc"``: the Activity-by-Contact score (Fulco et al. 2019) without Hi-C: the peak's
   accessibility (``activity``, the share of cells where it is open) times ``contact``, as a
   share of the gene's total over its candidates (``abc``).
@@ -150,6 +152,28 @@ def contact(distance: np.ndarray) -> np.ndarray:
     return (np.maximum(np.abs(distance), CONTACT_FLOOR) / CONTACT_FLOOR) ** -CONTACT_GAMMA
 
 
+def peak_share(
+    competitors: pd.DataFrame,
+    peaks: pd.DataFrame,
+    window: int,
+    peak_index: np.ndarray,
+    contacts: np.ndarray,
+) -> np.ndarray:
+    """Each pair's contact as a share of its peak's contact with every TSS in ``competitors``
+    (the whole gene annotation, holding the pairs' genes) within ``window``.
+
+    Why: promoters compete for an element, and the gene nearest an element is the one it
+    most often regulates (a strong rule in CRISPRi screens), which distance from the gene's
+    side does not see. Memory O(candidate pairs of the annotation)."""
+    everyone = candidate_pairs(competitors, peaks, window)
+    total = np.bincount(
+        everyone["peak_idx"].to_numpy(np.int64),
+        weights=contact(everyone["distance"].to_numpy()),
+        minlength=len(peaks),
+    )
+    return contacts / np.where(total > 0, total, 1.0)[peak_index]
+
+
 def gene_share(gene_index: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Each pair's value as a share of its gene's total over its candidates, as ABC
     normalises: a peak ranks high when it dominates its gene's neighbourhood."""
@@ -219,6 +243,7 @@ def infer_links(
     accessibility: np.ndarray | None = None,
     score: str = "combined",
     modelled: np.ndarray | None = None,
+    competitors: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Score the candidate pairs within ``window`` bp of each TSS and test them.
 
@@ -231,9 +256,12 @@ def infer_links(
     * ``pvalue_cis``/``zscore_cis``/``qvalue_cis``: the covariation against up to
       ``n_background`` candidates outside the ``prior`` (genes x peaks, same order) at a
       similar distance to the TSS with similarly accessible peaks: evidence beyond distance.
-    * ``activity`` (the peak's ``accessibility``), ``contact``, ``abc``: the ABC ingredients
-      (``score``, with the default ``"combined"``, is the posterior of :func:`two_group_fit`
-      from ``contact`` and ``zscore``, fitted to the candidates outside ``prior``).
+    * ``activity`` (the peak's ``accessibility``), ``contact``, ``abc``: the ABC ingredients.
+    * ``peak_share``: ``contact`` as a share of the peak's contact with every TSS of
+      ``competitors`` (gene coordinates, by default ``genes``; pass the whole annotation) within
+      ``window`` (:func:`peak_share`). ``score``, with the default ``"combined"``, is the
+      posterior of :func:`two_group_fit` from ``contact x peak_share`` and ``zscore``, fitted to
+      the candidates outside ``prior``.
     * ``in_prior``: the prior's own pairs, which training tied together; ``modelled``: the
       gene is one the decoder models (else it has a ridge loading).
     """
@@ -259,6 +287,10 @@ def infer_links(
     activity = accessibility if accessibility is not None else np.ones(len(peaks))
     contacts = contact(distance)
     abc = gene_share(g, activity[p] * contacts)
+    competitors = genes if competitors is None else competitors
+    missing = ~genes.index.isin(competitors.index)
+    shares = peak_share(pd.concat([competitors, genes[missing]]), peaks, window, p, contacts)
+    proximity = contacts * shares
     rng = np.random.default_rng(seed)
     chrom_codes = pd.factorize(
         np.concatenate([genes["chrom"].astype(str), peaks["chrom"].astype(str)])
@@ -273,8 +305,8 @@ def infer_links(
     background = matched_background(strata, outside_prior, n_background, rng)
     zscore_cis, pvalue_cis = stratified_test(covariation, strata, background)
     if score == "combined":
-        fit = two_group_fit(zscore[outside_prior], contacts[outside_prior])
-        ranking = fit.posterior(zscore, contacts)
+        fit = two_group_fit(zscore[outside_prior], proximity[outside_prior])
+        ranking = fit.posterior(zscore, proximity)
     else:
         ranking = abc if score == "abc" else covariation
     return pd.DataFrame(
@@ -286,6 +318,7 @@ def infer_links(
             "activity": activity[p],
             "contact": contacts,
             "abc": abc,
+            "peak_share": shares,
             "zscore": zscore,
             "pvalue": pvalue,
             "qvalue": benjamini_hochberg(pvalue),

@@ -22,6 +22,8 @@ from factvae.outputs.links import (
     candidate_pairs,
     contact,
     gene_share,
+    infer_links,
+    peak_share,
     two_group_fit,
 )
 from factvae.settings import RUN_DEFAULTS
@@ -68,11 +70,12 @@ def test_the_combined_score_is_fitted_outside_the_prior(few_hvgs):
     links = few_hvgs.infer_links(n_background=500)
     inside = links["in_prior"].to_numpy()
     assert 0 < inside.sum() < len(links)
-    z, contacts = links["zscore"].to_numpy(), links["contact"].to_numpy()
-    outside = two_group_fit(z[~inside], contacts[~inside])
-    np.testing.assert_allclose(links["score"], outside.posterior(z, contacts), rtol=1e-10)
-    everything = two_group_fit(z, contacts)
-    assert not np.allclose(everything.posterior(z, contacts), links["score"], rtol=1e-3)
+    z = links["zscore"].to_numpy()
+    proximity = (links["contact"] * links["peak_share"]).to_numpy()
+    outside = two_group_fit(z[~inside], proximity[~inside])
+    np.testing.assert_allclose(links["score"], outside.posterior(z, proximity), rtol=1e-10)
+    everything = two_group_fit(z, proximity)
+    assert not np.allclose(everything.posterior(z, proximity), links["score"], rtol=1e-3)
 
 
 def test_chosen_genes_and_refusals(few_hvgs, sim):
@@ -197,3 +200,51 @@ def test_abc_shares_sum_to_one_per_gene():
     genes = np.array([0, 0, 1])
     share = gene_share(genes, np.array([1.0, 3.0, 2.0]))
     np.testing.assert_allclose(share, [0.25, 0.75, 1.0])
+
+
+def three_genes_two_peaks():
+    """Genes A and B, each with a peak 20 kb downstream of its TSS; gene C's TSS lies 2 kb from
+    B's peak, so that peak is C's promoter region more than B's enhancer."""
+    genes = pd.DataFrame(
+        {"chrom": "chr1", "start": [100_000, 500_000, 522_000], "end": [110_000, 510_000,
+         530_000], "strand": "+"},
+        index=["A", "B", "C"],
+    )  # fmt: skip
+    peaks = pd.DataFrame(
+        {"chrom": "chr1", "start": [120_000, 520_000], "end": [120_500, 520_500]},
+        index=["chr1-120000-120500", "chr1-520000-520500"],
+    )
+    return genes, peaks
+
+
+def test_peak_share_is_a_peaks_contact_spread_over_every_nearby_tss():
+    genes, peaks = three_genes_two_peaks()
+    pairs = candidate_pairs(genes, peaks, 150_000)
+    contacts = contact(pairs["distance"].to_numpy())
+    share = peak_share(genes, peaks, 150_000, pairs["peak_idx"].to_numpy(), contacts)
+    # each peak's shares over the genes sum to 1; the lone peak belongs wholly to A
+    np.testing.assert_allclose(np.bincount(pairs["peak_idx"], weights=share), [1.0, 1.0])
+    lone = (pairs["gene_idx"] == 0) & (pairs["peak_idx"] == 0)
+    assert share[lone.to_numpy()][0] == pytest.approx(
+        contact(np.array([20_000]))[0]
+        / (contact(pairs.loc[pairs["peak_idx"] == 0, "distance"].to_numpy()).sum())
+    )
+    b_pair = ((pairs["gene_idx"] == 1) & (pairs["peak_idx"] == 1)).to_numpy()
+    c_pair = ((pairs["gene_idx"] == 2) & (pairs["peak_idx"] == 1)).to_numpy()
+    assert share[c_pair][0] > 0.7 > 0.3 > share[b_pair][0]
+
+
+def test_the_default_ranking_counts_competing_promoters_from_the_whole_annotation():
+    """Linking A and B only: B's peak, at A's distance, ranks below A's because C (not linked,
+    but in the annotation passed as competitors) is nearer to it; without competitors the two
+    rank level."""
+    genes, peaks = three_genes_two_peaks()
+    scorer = factvae.outputs.links.PairScorer(np.zeros((2, 1)), np.zeros((2, 1)))
+    common = dict(peaks=peaks, window=150_000, n_background=5, seed=0)
+    alone = infer_links(scorer, genes.loc[["A", "B"]], **common).set_index(["gene", "peak"])
+    competed = infer_links(scorer, genes.loc[["A", "B"]], competitors=genes, **common)
+    competed = competed.set_index(["gene", "peak"])
+    a, b = ("A", peaks.index[0]), ("B", peaks.index[1])
+    assert alone.loc[a, "score"] == pytest.approx(alone.loc[b, "score"])
+    assert competed.loc[a, "score"] > competed.loc[b, "score"]
+    assert competed.loc[b, "peak_share"] < 0.3 and competed.loc[a, "peak_share"] > 0.5

@@ -201,9 +201,9 @@ def test_benjamini_hochberg_matches_reference():
 def test_links_table(trained, sim):
     links = trained.infer_links(window=150_000, n_background=5000)
     assert list(links.columns) == [
-        "gene", "peak", "score", "covariation", "activity", "contact", "abc", "zscore", "pvalue",
-        "qvalue", "zscore_cis", "pvalue_cis", "qvalue_cis", "distance", "in_prior", "modelled",
-        "chrom", "tss",
+        "gene", "peak", "score", "covariation", "activity", "contact", "abc", "peak_share",
+        "zscore", "pvalue", "qvalue", "zscore_cis", "pvalue_cis", "qvalue_cis", "distance",
+        "in_prior", "modelled", "chrom", "tss",
     ]  # fmt: skip
     prior = trained.g2p.matrix[
         trained.genes.get_indexer(links["gene"]), trained.peaks.get_indexer(links["peak"])
@@ -261,6 +261,12 @@ def test_save_load_round_trip(trained, tmp_path):
     pd.testing.assert_frame_equal(
         loaded.infer_links(n_background=1000), trained.infer_links(n_background=1000)
     )
+    # the whole annotation is kept: its TSSs compete for each peak in the links' peak_share
+    assert len(trained.gene_coords_all) > len(trained.genes)
+    pd.testing.assert_frame_equal(
+        loaded.gene_coords_all, trained.gene_coords_all[["chrom", "start", "end", "strand"]],
+        check_dtype=False, check_names=False,
+    )  # fmt: skip
     assert loaded.history == trained.history
     assert loaded.settings == trained.settings
     assert repr(loaded) == repr(trained)
