@@ -153,23 +153,18 @@ def contact(distance: np.ndarray) -> np.ndarray:
 
 
 def peak_share(
-    competitors: pd.DataFrame,
-    peaks: pd.DataFrame,
-    window: int,
-    peak_index: np.ndarray,
-    contacts: np.ndarray,
+    everyone: pd.DataFrame, n_peaks: int, peak_index: np.ndarray, contacts: np.ndarray
 ) -> np.ndarray:
-    """Each pair's contact as a share of its peak's contact with every TSS in ``competitors``
-    (the whole gene annotation, holding the pairs' genes) within ``window``.
+    """Each pair's contact as a share of its peak's contact with every TSS of ``everyone``,
+    the :func:`candidate_pairs` of the whole gene annotation (holding the pairs' genes).
 
     Why: promoters compete for an element, and the gene nearest an element is the one it
     most often regulates (a strong rule in CRISPRi screens), which distance from the gene's
     side does not see. Memory O(candidate pairs of the annotation)."""
-    everyone = candidate_pairs(competitors, peaks, window)
     total = np.bincount(
         everyone["peak_idx"].to_numpy(np.int64),
         weights=contact(everyone["distance"].to_numpy()),
-        minlength=len(peaks),
+        minlength=n_peaks,
     )
     return contacts / np.where(total > 0, total, 1.0)[peak_index]
 
@@ -287,9 +282,12 @@ def infer_links(
     activity = accessibility if accessibility is not None else np.ones(len(peaks))
     contacts = contact(distance)
     abc = gene_share(g, activity[p] * contacts)
-    competitors = genes if competitors is None else competitors
-    missing = ~genes.index.isin(competitors.index)
-    shares = peak_share(pd.concat([competitors, genes[missing]]), peaks, window, p, contacts)
+    if competitors is None:  # the linked genes compete among themselves: their own pairs
+        everyone = pairs
+    else:
+        missing = ~genes.index.isin(competitors.index)
+        everyone = candidate_pairs(pd.concat([competitors, genes[missing]]), peaks, window)
+    shares = peak_share(everyone, len(peaks), p, contacts)
     proximity = contacts * shares
     rng = np.random.default_rng(seed)
     chrom_codes = pd.factorize(

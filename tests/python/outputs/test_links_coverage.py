@@ -221,7 +221,7 @@ def test_peak_share_is_a_peaks_contact_spread_over_every_nearby_tss():
     genes, peaks = three_genes_two_peaks()
     pairs = candidate_pairs(genes, peaks, 150_000)
     contacts = contact(pairs["distance"].to_numpy())
-    share = peak_share(genes, peaks, 150_000, pairs["peak_idx"].to_numpy(), contacts)
+    share = peak_share(pairs, len(peaks), pairs["peak_idx"].to_numpy(), contacts)
     # each peak's shares over the genes sum to 1; the lone peak belongs wholly to A
     np.testing.assert_allclose(np.bincount(pairs["peak_idx"], weights=share), [1.0, 1.0])
     lone = (pairs["gene_idx"] == 0) & (pairs["peak_idx"] == 0)
