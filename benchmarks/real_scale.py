@@ -8,8 +8,9 @@ RSS is its own) and reports: finished or not, epochs run, fit time, peak RSS, an
 embedding (joint, RNA half, ATAC half, Signac's LSI of the augmented and of the raw ATAC) beside
 the simple pipelines of ``baselines.py`` (RNA PCA at the median library and at 1e4, ATAC LSI,
 PCA + LSI), each scored by k-means ARI (k = 14, median of 5 draws) and 15-NN accuracy, and
-the time and memory of the default links (every gene detected in >= 1% of cells). Writes
-benchmarks/results/<name>.{json,md}.
+the time and memory of the default links (every gene detected in >= 1% of cells). On a GPU
+(``--fit '{"device": "cuda"}'``) each run's JSON row also holds the GPU's name and its peak
+allocated memory. Writes benchmarks/results/<name>.{json,md}.
 
     .venv/bin/python benchmarks/real_scale.py --seeds 0 1 2
     .venv/bin/python benchmarks/real_scale.py --seeds 0 --peaks 100000 --name real_scale_100k
@@ -94,6 +95,9 @@ def run_one(seed: int, fit_kwargs: dict, overrides: dict, settings: dict) -> dic
         atac_recon_weight=model.training_summary.get("atac_recon_weight"),
         peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     )
+    if torch.cuda.is_available():
+        result["gpu"] = torch.cuda.get_device_name()
+        result["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
     if model.is_trained:
         result["scores"] = scored(model_embeddings(model, sim.atac.X), labels)
         result["links"] = timed_links(model, sim)

@@ -46,7 +46,7 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` is ``bf16`` on CPUs with native bf16 units, where it was measured to speed
     training without costing clustering quality (README, "Precision"); ``float32`` elsewhere,
-    GPUs included, where it has not been measured yet."""
+    GPUs included, where bf16 has not yet been measured against float32."""
     if precision not in PRECISIONS:
         raise FactVAEInputError(
             f"precision={precision!r} is not one of {list(PRECISIONS)}; 'auto' picks bf16 "
