@@ -7,6 +7,12 @@
 #'
 #' The query's counts go through the preprocessing saved with the model; its
 #' features are matched by name (missing ones count as zeros, with a warning).
+#' Their PCA and LSI projections are scaled per component to the reach of the
+#' training cells' own vectors, measured when the model was fitted: cells
+#' outside a fit project less far onto the components fitted to the training
+#' cells' noise, and unscaled they landed apart from the training cells. The
+#' reference's own cells, mapped again, are treated as new cells too: they land
+#' close to, not exactly on, their own embedding.
 #' When the reference was trained with `batch`, the query's cells need their
 #' batch too: batch levels the model knows keep theirs, and new ones are
 #' learnt as scArches does, with every other parameter of the model frozen (the

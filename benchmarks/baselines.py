@@ -25,7 +25,8 @@ def rna_pca(counts: Any, target_sum: float | None) -> np.ndarray:
     totals = np.asarray(matrix.sum(axis=1)).ravel()
     matrix = matrix[:, np.asarray((matrix > 0).sum(axis=0)).ravel() >= 3]  # as the model's
     hvg = highly_variable_genes(InMemoryRows(matrix), N_HVG)
-    scores, _ = pca(matrix[:, hvg], totals, N_PCS, 0, clip=SCALE_CLIP, target_sum=target_sum)
+    scores, _ = pca(matrix[:, hvg], totals, N_PCS, 0, clip=SCALE_CLIP, target_sum=target_sum,
+                    new_cells=False)  # fmt: skip
     return scores
 
 
@@ -39,7 +40,7 @@ def signac_lsi(counts: Any) -> np.ndarray:
         matrix = sp.csr_matrix(counts)
         totals = np.asarray(matrix.sum(axis=0)).ravel()
         top = totals > np.quantile(totals, TOP_FEATURES_QUANTILE)
-        lsi, _ = atac_lsi(matrix[:, top], N_PCS + 1, 0)
+        lsi, _ = atac_lsi(matrix[:, top], N_PCS + 1, 0, new_cells=False)
         return lsi[:, 1:]
     return _dense_lsi(np.asarray(counts, dtype=np.float32))
 

@@ -20,6 +20,8 @@ enough that, fitted without a batch covariate, neighbouring cells come from one 
     .venv/bin/python benchmarks/batches.py --seeds 0 1 --jobs 2 --imbalanced --no-mapping \
         --name batches_imbalanced
     .venv/bin/python benchmarks/batches.py --seeds 0 1 --shift-sd 2.0 --name batches_strong
+    .venv/bin/python benchmarks/batches.py --seeds 0 1 2 3 4 --jobs 2 --no-integration \
+        --variants "batch_key (default mixing term)" --name batches_mapping
     .venv/bin/python benchmarks/batches.py --variants "batch_key (default mixing term)" \
         --settings '{"ssa_objective": "similarity", "joint_embedding": "concatenate"}' \
         --name batches_similarity
@@ -137,8 +139,9 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
     rows: dict = {"integration": {}, "mapping": {}}
     for name in args.variants:
         settings = {**VARIANTS[name], **json.loads(args.settings)}
-        rows["integration"][name] = integration(sim, seed, settings)
-        print(f"seed {seed} integration {name}: {rows['integration'][name]}", flush=True)
+        if args.integration:
+            rows["integration"][name] = integration(sim, seed, settings)
+            print(f"seed {seed} integration {name}: {rows['integration'][name]}", flush=True)
         if args.mapping:
             rows["mapping"][name] = mapping(sim, seed, settings)
             print(f"seed {seed} mapping {name}: {rows['mapping'][name]}", flush=True)
@@ -160,11 +163,14 @@ def summarise(result: dict) -> str:
         f"{result['batches']} batches (feature shifts sd {result['shift_sd']}); median over "
         f"seeds {', '.join(map(str, seeds))}.{absent}"
         + "".join(f" {key}={value}." for key, value in result.get("settings", {}).items()),
-        "",
-        f"| fit | cell-type ARI | batch ASW | iLISI (1-{result['batches']}) | RNA half iLISI "
-        "| ATAC half iLISI | fit (s) |",
-        "|---|---|---|---|---|---|---|",
     ]
+    if result["integration"]:
+        lines += [
+            "",
+            f"| fit | cell-type ARI | batch ASW | iLISI (1-{result['batches']}) | RNA half "
+            "iLISI | ATAC half iLISI | fit (s) |",
+            "|---|---|---|---|---|---|---|",
+        ]
     for name, rows in result["integration"].items():
         halves = [  # older results lack the halves
             f"{median(rows, key):.2f}" if key in rows[0] else "-"
@@ -213,6 +219,9 @@ def main() -> None:
         "--no-mapping", dest="mapping", action="store_false", help="integration only"
     )
     parser.add_argument(
+        "--no-integration", dest="integration", action="store_false", help="mapping only"
+    )
+    parser.add_argument(
         "--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
         help="the fits to run (default: all)",
     )  # fmt: skip
@@ -225,7 +234,7 @@ def main() -> None:
         "seeds": args.seeds, "cells": args.cells, "genes": args.genes, "peaks": args.peaks,
         "batches": args.batches, "shift_sd": args.shift_sd, "imbalanced": args.imbalanced,
         "settings": json.loads(args.settings),
-        "integration": {name: [] for name in args.variants},
+        "integration": {name: [] for name in args.variants} if args.integration else {},
         "mapping": {name: [] for name in args.variants} if args.mapping else {},
     }  # fmt: skip
     with ProcessPoolExecutor(args.jobs) as pool:  # one seed a process

@@ -140,13 +140,17 @@ class FactVAE(ModelState):
         training: their counts go through the preprocessing saved at fit time (the RNA:
         the modelled genes, normalised, clipped and scaled with the training cells' values,
         projected on the PCA, then standardised per cell with ``bounded_inputs``; the ATAC:
-        TF-IDF with the training IDF, projected on the LSI). Features are matched by name;
+        TF-IDF with the training IDF, projected on the LSI). By default each projection is
+        then scaled per component to the training cells' reach, measured at fit time by
+        cross-fitting (new cells project less far onto the components the SVD fitted to the
+        training cells' noise; unscaled, the ATAC half put them apart from every training
+        cell). Features are matched by name;
         missing ones count as zeros and are reported in a warning, as are features the model
         was not built from. Rows are in ``rna``'s cell order (``atac``'s for ``kind="atac"``
         alone). With ``encode_batch`` the new cells need the batch column(s), with levels
         the model knows (new levels: :meth:`map_query`). The model's own cells mapped again
-        get exactly their own latent with ``projected_inputs=True``; by default the SVD's own
-        scores are matched only as far as the randomized SVD converged.
+        get exactly their own latent with ``projected_inputs=True`` (which scales nothing); by
+        default they are treated as new cells.
         """
         self._require_trained()
         if rna is None and atac is None:

@@ -124,9 +124,10 @@ class ModelSettings:
     onto the PCA/LSI components, the same map that embeds new cells
     (:meth:`factvae.api.FactVAE.get_latent` with ``rna=``/``atac=``, ``map_query``), so a
     training cell mapped again gets exactly its own latent. The default, ``False``, keeps the
-    truncated SVD's own scores (the authors' form, and every result measured so far), which
-    that projection matches only as far as the randomized SVD converged (up to 0.14 per
-    coordinate on the test data); it becomes the default once measured at real size.
+    truncated SVD's own scores (the authors' form, and every result measured so far) and
+    scales new cells' projections per component to the training cells' reach
+    (:func:`factvae.data.preprocessing.out_of_sample_scale`), since cells outside the fit
+    project less far onto the components fitted to the training cells' noise.
     """
 
     n_latent: int = 50

@@ -56,6 +56,11 @@ class RowSource(ABC):
     def to_memory(self) -> sp.csr_matrix:
         """The whole matrix as one CSR (only for matrices known to be small, like the HVGs)."""
 
+    def select_rows(self, rows: np.ndarray) -> RowSource:
+        """Only the rows at ``rows`` (any subset, in that order), read as this source's
+        blocks are, so a subset of on-disk counts is never loaded whole either."""
+        return RowSubset(self, rows)
+
     def dot(self, other: np.ndarray) -> np.ndarray:
         """``matrix @ other``, one block of rows at a time."""
         out = np.empty((self.shape[0], other.shape[1]), np.result_type(np.float32, other.dtype))
@@ -121,6 +126,9 @@ class InMemoryRows(RowSource):
     def select_columns(self, columns: np.ndarray) -> InMemoryRows:
         return InMemoryRows(self.matrix[:, columns])
 
+    def select_rows(self, rows: np.ndarray) -> InMemoryRows:
+        return InMemoryRows(self.matrix[rows])
+
     def map(self, transform: Transform) -> InMemoryRows:
         return InMemoryRows(transform(self.matrix))
 
@@ -153,6 +161,39 @@ def _banded_product(
         for (rows, _), product in zip(bands, products):
             out[rows] = product
     return out
+
+
+class RowSubset(RowSource):
+    """Some rows of another row source (:meth:`RowSource.select_rows`): each of its blocks is
+    read whole and cut down to the kept rows, so memory grows with one block."""
+
+    def __init__(self, source: RowSource, rows: np.ndarray) -> None:
+        self.source, self.kept = source, np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.kept), source.shape[1])
+        self.position = np.full(source.shape[0], -1, dtype=np.int64)
+        self.position[self.kept] = np.arange(len(self.kept))
+
+    def rows(self, index: np.ndarray) -> sp.csr_matrix:
+        return self.source.rows(self.kept[index])
+
+    def chunks(self) -> Iterator[tuple[Positions, sp.csr_matrix]]:
+        for positions, block in self.source.chunks():
+            at = self.position[positions]
+            keep = at >= 0
+            if keep.any():
+                yield at[keep], block[keep]
+
+    def permute_rows(self, order: np.ndarray) -> RowSubset:
+        return RowSubset(self.source, self.kept[order])
+
+    def select_columns(self, columns: np.ndarray) -> RowSubset:
+        return RowSubset(self.source.select_columns(columns), self.kept)
+
+    def map(self, transform: Transform) -> RowSubset:
+        return RowSubset(self.source.map(transform), self.kept)
+
+    def to_memory(self) -> sp.csr_matrix:
+        return self.source.rows(self.kept)
 
 
 class H5CSR:

@@ -74,7 +74,8 @@ def save_model(model: ModelState, folder: Path) -> Path:
     for name, projection in model.projections.items():
         if projection is not None:
             for key, value in asdict(projection).items():
-                arrays[f"{name}_projection_{key}"] = np.asarray(value)
+                if value is not None:  # an optional part the fit did not measure
+                    arrays[f"{name}_projection_{key}"] = np.asarray(value)
     save_arrays(folder / ARRAYS_FILE, arrays)
     save_json(
         folder / SETTINGS_FILE,

@@ -63,6 +63,11 @@ def test_backed_gives_the_same_encoder_inputs_and_latent(sim, tmp_path, shuffled
     assert backed.genes.equals(memory.genes) and backed.peaks.equals(memory.peaks)
     for name in ("_rna_rep", "_atac_rep", "_rna_log_library", "_atac_log_library"):
         np.testing.assert_allclose(getattr(backed, name), getattr(memory, name), rtol=1e-5)
+    # the new cells' scale is cross-fitted on a subset of the cells, read a block at a time
+    np.testing.assert_allclose(
+        backed.projections["atac"].new_cell_scale, memory.projections["atac"].new_cell_scale,
+        rtol=1e-4,
+    )  # fmt: skip
     index = np.array([5, 700, 3, 42])
     for kind in ("rna_counts", "atac_counts"):
         got, want = (getattr(m._data, kind).rows(index) for m in (backed, memory))
@@ -144,3 +149,19 @@ def test_backed_csc_is_loaded_with_a_warning_that_names_the_fix(sim, tmp_path):
     with pytest.warns(UserWarning, match="store it as CSR"):
         model = factvae.FactVAE(sim.rna, atac, gene_annotation=sim.genes, **SETTINGS)
     assert not isinstance(model._data.atac_counts, BackedRows)
+
+
+def test_a_subset_of_rows_reads_the_same_rows_a_block_at_a_time(sim, tmp_path):
+    _, atac = _backed(sim, tmp_path, slice(None))
+    backed = BackedRows(rowsource.H5CSR(atac.X.group, "atac.X"))
+    rows = np.random.default_rng(1).choice(sim.atac.n_obs, 300, replace=False)
+    subset = backed.select_rows(rows)
+    want = sp.csr_matrix(sim.atac.X, dtype=np.float32)[rows]
+    assert subset.shape == want.shape
+    assert (subset.to_memory() != want).nnz == 0 and (subset.rows([7, 2]) != want[[7, 2]]).nnz == 0
+    vector = np.random.default_rng(2).standard_normal((want.shape[1], 3))
+    np.testing.assert_allclose(subset.dot(vector), want @ vector, rtol=1e-5)
+    np.testing.assert_allclose(subset.tdot(vector[:300]), want.T @ vector[:300], rtol=1e-5)
+    # each block is cut down as it is read: more than one block, none holding every row
+    blocks = list(subset.chunks())
+    assert len(blocks) > 1 and max(len(positions) for positions, _ in blocks) < len(rows)

@@ -92,3 +92,66 @@ def test_projecting_the_training_counts_gives_the_fit_time_inputs_exactly() -> N
     lsi_input, lsi = atac_lsi(peaks, 15, seed=0, projected=True)
     np.testing.assert_array_equal(lsi.project(peaks), lsi_input)
     np.testing.assert_allclose(lsi.project(peaks[:50]), lsi_input[:50], rtol=1e-5, atol=1e-5)
+
+
+def _training_neighbour_share(training: np.ndarray, new: np.ndarray) -> float:
+    """The training cells' share of each new cell's 15 nearest neighbours among both."""
+    from sklearn.neighbors import NearestNeighbors
+
+    together = np.vstack([training, new])
+    neighbours = NearestNeighbors(n_neighbors=15).fit(together).kneighbors(new)[1]
+    return float((neighbours < len(training)).mean())
+
+
+def test_new_cells_are_scaled_to_land_among_the_training_cells() -> None:
+    """Cells outside the fit project about a third as far onto the components past the
+    structure (the SVD fitted the training cells' own noise there); scaled by the
+    cross-fitted ratio they sit among the training cells of the same data, in both inputs."""
+    from factvae import simulate
+    from factvae.data.preprocessing import standardise_rows
+
+    sim = simulate(n_cells=1000, n_genes=400, n_peaks=4000, seed=2)
+    new = np.random.default_rng(0).random(sim.rna.n_obs) < 0.2
+    peaks, genes = sp.csr_matrix(sim.atac.X), sp.csr_matrix(sim.rna.X)
+    totals = np.asarray(genes.sum(axis=1)).ravel()
+    atac_input, lsi = atac_lsi(peaks[~new], 50, seed=0)
+    rna_scores, pca = rna_pca(genes[~new], totals[~new], 50, seed=0, clip=SCALE_CLIP)
+    rna_input = standardise_rows(rna_scores)
+    assert lsi.new_cell_scale is not None and pca.new_cell_scale is not None
+    # the structure's components are barely scaled, the noise's by far more
+    assert abs(lsi.new_cell_scale[0] - 1) < 0.2 and lsi.new_cell_scale[-1] > 2
+    scaled_atac = lsi.project(peaks[new])
+    scaled_rna = standardise_rows(pca.project(genes[new], totals[new]))
+    lsi.new_cell_scale = pca.new_cell_scale = None
+    plain_atac = lsi.project(peaks[new])
+    plain_rna = standardise_rows(pca.project(genes[new], totals[new]))
+    mixed = 0.8  # the training cells' share when mixed: a random 80% of the cells
+    assert _training_neighbour_share(atac_input, plain_atac) < 0.5 * mixed
+    assert _training_neighbour_share(atac_input, scaled_atac) > 0.85 * mixed
+    assert (
+        _training_neighbour_share(rna_input, scaled_rna)
+        > _training_neighbour_share(rna_input, plain_rna) + 0.1
+    )
+
+
+def test_projected_fits_and_tiny_sets_measure_no_scale() -> None:
+    """A projected fit keeps a training cell's own input when projected again, so it scales
+    nothing; too few cells to split in two halves measure nothing."""
+    counts, totals = _rare_gene_counts()
+    assert rna_pca(counts, totals, 10, seed=0, projected=True)[1].new_cell_scale is None
+    assert rna_pca(counts[:30], totals[:30], 10, seed=0)[1].new_cell_scale is None
+    assert rna_pca(counts, totals, 10, seed=0)[1].new_cell_scale.shape == (10,)
+
+
+def test_a_component_the_held_out_half_never_reaches_is_not_blown_up() -> None:
+    from factvae.data.preprocessing import SCALE_RANGE, out_of_sample_scale
+
+    def fit_and_project(fitted: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inside = np.random.default_rng(0).standard_normal((len(fitted), 3))
+        outside = np.random.default_rng(1).standard_normal((len(held), 3))
+        outside[:, 2] = 0.0  # no held-out cell reaches the third component
+        return inside, outside[:, :3]
+
+    scale = out_of_sample_scale(500, 5, 0, fit_and_project)
+    assert scale is not None and scale.shape == (5,)
+    assert 0.8 < scale[0] < 1.25 and scale[2] == SCALE_RANGE[1] and scale[4] == scale[2]

@@ -267,6 +267,11 @@ def test_save_load_round_trip(trained, tmp_path):
         loaded.gene_coords_all, trained.gene_coords_all[["chrom", "start", "end", "strand"]],
         check_dtype=False, check_names=False,
     )  # fmt: skip
+    # new cells are scaled as at fit time: the measured shrinkage is kept
+    for name in ("rna", "atac"):
+        np.testing.assert_array_equal(
+            loaded.projections[name].new_cell_scale, trained.projections[name].new_cell_scale
+        )
     assert loaded.history == trained.history
     assert loaded.settings == trained.settings
     assert repr(loaded) == repr(trained)
