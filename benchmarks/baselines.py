@@ -97,16 +97,46 @@ def scored(embeddings: dict[str, np.ndarray], labels: Any) -> dict[str, dict[str
     return {name: embedding_scores(embedding, labels) for name, embedding in embeddings.items()}
 
 
-def model_embeddings(model: Any, raw_atac: Any) -> dict[str, np.ndarray]:
+def model_embeddings(
+    model: Any, raw_atac: Any, joint_shares: tuple[float, ...] = ()
+) -> dict[str, np.ndarray]:
     """factvae's embeddings of a trained model, and Signac's LSI of its augmented ATAC beside
-    the same LSI of the raw counts (the augmented matrix is dense: fine at benchmark size)."""
+    the same LSI of the raw counts (the augmented matrix is dense: fine at benchmark size).
+    ``joint_shares``: the joint embedding again at each other ATAC share, from the same fit
+    (the share only combines the trained halves), so a candidate share is compared on one fit."""
+    embeddings = {"factvae joint": model.get_latent("joint")}
+    embeddings.update(joint_at_shares(model, joint_shares))
     return {
-        "factvae joint": model.get_latent("joint"),
+        **embeddings,
         "factvae RNA half": model.get_latent("rna"),
         "factvae ATAC half": model.get_latent("atac"),
         "LSI of the augmented ATAC": signac_lsi(model.augment_atac()),
         "LSI of the raw ATAC": signac_lsi(raw_atac),
     }
+
+
+def add_joint_shares_option(parser: Any) -> None:
+    """``--joint-shares``: the option that passes :func:`model_embeddings` its shares."""
+    parser.add_argument(
+        "--joint-shares", type=float, nargs="*", default=[],
+        help="also score each fit's joint embedding at these ATAC shares (same fit)",
+    )  # fmt: skip
+
+
+def joint_at_shares(model: Any, shares: tuple[float, ...]) -> dict[str, np.ndarray]:
+    """The ``"average"`` joint embedding with the ATAC direction weighted by sqrt(share), as
+    ``fit_joint_rule`` would set it; the model's own rule is put back."""
+    fitted = model.joint_rule
+    if shares and fitted.rule != "average":
+        raise ValueError("--joint-shares re-weights the 'average' joint embedding only.")
+    embeddings = {}
+    try:
+        for share in shares:
+            model.joint_rule = fitted._replace(atac_scale=float(np.sqrt(share)))
+            embeddings[f"factvae joint, ATAC share {share:g}"] = model.get_latent("joint")
+    finally:
+        model.joint_rule = fitted
+    return embeddings
 
 
 def embedding_table(runs: list[dict[str, dict[str, Any]]], base: dict[str, dict[str, Any]]) -> str:

@@ -14,6 +14,7 @@ allocated memory. Writes benchmarks/results/<name>.{json,md}.
 
     .venv/bin/python benchmarks/real_scale.py --seeds 0 1 2
     .venv/bin/python benchmarks/real_scale.py --seeds 0 --peaks 100000 --name real_scale_100k
+    .venv/bin/python benchmarks/real_scale.py --seeds 0 --joint-shares 0.09 --name real_scale_w
     .venv/bin/python benchmarks/real_scale.py --seeds 0 --settings '{"atac_recon_weight": 0.02}' \
         --name real_scale_w0.02
 """
@@ -69,7 +70,9 @@ def nearest_gene_pairs(sim) -> pd.DataFrame:
     return pd.DataFrame({"gene": chosen, "peak": peaks.index.to_numpy()})
 
 
-def run_one(seed: int, fit_kwargs: dict, overrides: dict, settings: dict) -> dict:
+def run_one(
+    seed: int, fit_kwargs: dict, overrides: dict, settings: dict, joint_shares: tuple = ()
+) -> dict:
     import torch
 
     import factvae
@@ -99,7 +102,7 @@ def run_one(seed: int, fit_kwargs: dict, overrides: dict, settings: dict) -> dic
         result["gpu"] = torch.cuda.get_device_name()
         result["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
     if model.is_trained:
-        result["scores"] = scored(model_embeddings(model, sim.atac.X), labels)
+        result["scores"] = scored(model_embeddings(model, sim.atac.X, joint_shares), labels)
         result["links"] = timed_links(model, sim)
     return result
 
@@ -170,19 +173,24 @@ def summarise(rows: list[dict], stats: dict, base: dict, settings: dict) -> str:
 
 
 def main() -> None:
+    sys.path.insert(0, str(HERE))
+    from baselines import add_joint_shares_option
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fit", default="{}", help="extra fit() arguments as JSON")
     parser.add_argument("--settings", default="{}", help="model settings as JSON")
     parser.add_argument("--peaks", type=int, help="peaks to simulate (default: the preset's)")
     parser.add_argument("--name", default="real_scale")
+    add_joint_shares_option(parser)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one seed
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
     fit_kwargs = json.loads(args.fit)
     overrides = {} if args.peaks is None else {"n_peaks": args.peaks}
     if args.one is not None:
-        print(json.dumps(run_one(args.one, fit_kwargs, overrides, json.loads(args.settings))))
+        settings = json.loads(args.settings)
+        shares = tuple(args.joint_shares)
+        print(json.dumps(run_one(args.one, fit_kwargs, overrides, settings, shares)))
         return
     import factvae
     from baselines import baseline_embeddings, scored
@@ -197,7 +205,8 @@ def main() -> None:
     for seed in args.seeds:
         peaks = ["--peaks", str(args.peaks)] if args.peaks else []
         child = [sys.executable, __file__, "--one", str(seed), "--fit", args.fit,
-                 "--settings", args.settings, *peaks]  # fmt: skip
+                 "--settings", args.settings, *peaks,
+                 "--joint-shares", *map(str, args.joint_shares)]  # fmt: skip
         output = subprocess.run(child, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)

@@ -27,7 +27,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run_one(seed: int, epochs: int | None, precision: str, preset: str, settings: dict) -> dict:
+def run_one(
+    seed: int, epochs: int | None, precision: str, preset: str, settings: dict,
+    joint_shares: tuple = (),
+) -> dict:  # fmt: skip
     """Train with the preset's settings and score k-means (k = 4) on each embedding."""
     import torch
 
@@ -59,7 +62,7 @@ def run_one(seed: int, epochs: int | None, precision: str, preset: str, settings
     }
     # the fit's high-water mark, before the augmented matrix and its LSI add their own
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    result["scores"] = scored(model_embeddings(model, atac.X), labels)
+    result["scores"] = scored(model_embeddings(model, atac.X, joint_shares), labels)
     result["n_prior_pairs"] = int(model.g2p.nnz)
     return result
 
@@ -90,6 +93,9 @@ def summarise(rows: list[dict], base: dict) -> str:
 
 
 def main() -> None:
+    sys.path.insert(0, str(HERE))
+    from baselines import add_joint_shares_option
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=None, help="most epochs (default: preset's)")
@@ -97,12 +103,14 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"])
     parser.add_argument("--settings", default="{}", help="model settings as JSON")
     parser.add_argument("--name", help="results file name (default: from the preset)")
+    add_joint_shares_option(parser)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one seed
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
     if args.one is not None:
         settings = json.loads(args.settings)
-        print(json.dumps(run_one(args.one, args.epochs, args.precision, args.preset, settings)))
+        shares = tuple(args.joint_shares)
+        row = run_one(args.one, args.epochs, args.precision, args.preset, settings, shares)
+        print(json.dumps(row))
         return
     from baselines import baseline_embeddings, scored
     from snare_data import load_snare
@@ -112,7 +120,8 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         child = [sys.executable, __file__, "--one", str(seed), "--precision", args.precision,
-                 "--preset", args.preset, "--settings", args.settings]  # fmt: skip
+                 "--preset", args.preset, "--settings", args.settings,
+                 "--joint-shares", *map(str, args.joint_shares)]  # fmt: skip
         if args.epochs is not None:
             child += ["--epochs", str(args.epochs)]
         output = subprocess.run(child, check=True, capture_output=True, text=True).stdout
