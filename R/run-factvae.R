@@ -38,7 +38,10 @@
 #'   the ATAC weighted less (the core's `joint_atac_share`; `n.latent` columns),
 #'   or `"concatenate"`, the paper's Eq. 14 (`2 * n.latent` columns). `NULL`
 #'   takes the preset's: `"average"` for `"default"`, `"concatenate"` for
-#'   `"paper"`. It changes neither training nor the RNA and ATAC reductions.
+#'   `"paper"`. It does not change training. The RNA and ATAC reductions are
+#'   each half as the joint one reads it: with `"average"` centred and at
+#'   unit length (a cell's latent length follows its depth more than its
+#'   type), with `"concatenate"` the posterior means.
 #'   With `model`, the model's own applies.
 #' @param atac.weight Weight of the ATAC reconstruction loss. `NULL` (the
 #'   default): the authors' 0.002 up to their 27,399 peaks, and in proportion

@@ -127,12 +127,23 @@ class FactVAE(ModelState):
         if not self.is_trained:
             raise FactVAEInputError("The model is not trained yet; call fit() first.")
 
-    def get_latent(self, kind: str = "joint", rna: Any = None, atac: Any = None) -> np.ndarray:
-        """Cell embeddings (posterior means): ``joint``, both halves combined as
+    def get_latent(
+        self,
+        kind: str = "joint",
+        rna: Any = None,
+        atac: Any = None,
+        posterior_means: bool = False,
+    ) -> np.ndarray:
+        """Cell embeddings from the posterior means: ``joint``, both halves combined as
         ``settings.joint_embedding`` says (by default the average of each cell's RNA and ATAC
         means, each from its half's centre over the training cells and at unit length, the ATAC
         weighted by ``joint_atac_scale``, n_latent columns; with ``preset="paper"`` Eq. 14's
-        [z_atac, z_rna], 2 x n_latent), or one half. New cells use the training cells' centres.
+        [z_atac, z_rna], 2 x n_latent), or one half, ``rna`` or ``atac``, as the joint
+        embedding reads it (by default centred and at unit length, so its clusters are not
+        spread by how deep each cell was read; with ``preset="paper"`` the means themselves).
+        ``posterior_means=True`` gives a half's posterior means as they are, the latent the
+        decoders read (:meth:`augment_atac`, the links). New cells use the training cells'
+        centres.
 
         Without ``rna``/``atac``: the model's own cells. With new AnnData (raw counts, like the
         training data; ``rna`` for ``kind="rna"``, ``atac`` for ``"atac"``, both for ``joint``,
@@ -153,12 +164,17 @@ class FactVAE(ModelState):
         default they are treated as new cells.
         """
         self._require_trained()
+        if posterior_means and kind == "joint":
+            raise FactVAEInputError(
+                "posterior_means=True gives one half's means: use kind='rna' or kind='atac'."
+            )
+        joint = None if posterior_means else self.joint_rule
         if rna is None and atac is None:
             return latent_means(
                 self.network, self._rna_rep, self._atac_rep, kind, self.device,
-                batch=self._batch_codes, joint=self.joint_rule,
+                batch=self._batch_codes, joint=joint,
             )  # fmt: skip
-        return mapping.embed(self, kind, rna, atac)
+        return mapping.embed(self, kind, rna, atac, joint)
 
     def gene_embeddings(self) -> pd.DataFrame:
         """Genes x latent: the columns of the RNA decoder's factor matrix."""
@@ -287,7 +303,7 @@ class FactVAE(ModelState):
         annotation = annotation[~annotation.index.duplicated()].dropna()
         annotation = annotation.astype({"start": np.int64, "end": np.int64})
         factors = self.gene_embeddings()
-        rna_latent = self.get_latent("rna").astype(np.float64)
+        rna_latent = self.get_latent("rna", posterior_means=True).astype(np.float64)
         if rna is None:
             names = self.genes if genes is None else pd.Index(np.asarray(genes).astype(str))
             outside = names[~names.isin(self.genes)]
@@ -309,9 +325,8 @@ class FactVAE(ModelState):
         if score == "cosine":
             scorer = cosine_scorer(loadings, peaks)
         else:
-            scorer = correlation_scorer(
-                loadings, peaks, rna_latent, self.get_latent("atac").astype(np.float64)
-            )
+            atac_latent = self.get_latent("atac", posterior_means=True).astype(np.float64)
+            scorer = correlation_scorer(loadings, peaks, rna_latent, atac_latent)
         rows = self.genes.get_indexer(chosen)
         prior = sp.csr_matrix(self.g2p.matrix)[np.maximum(rows, 0)]
         prior = sp.diags((rows >= 0).astype(np.float32)) @ prior  # unmodelled: no prior pairs

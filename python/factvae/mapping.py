@@ -29,7 +29,7 @@ from factvae.data.validation import (
     raw_counts,
 )
 from factvae.errors import FactVAEInputError
-from factvae.outputs.latent import latent_means
+from factvae.outputs.latent import JointRule, latent_means
 from factvae.settings import ModelSettings
 from factvae.state import ModelState
 from factvae.train.batches import TrainingData
@@ -60,8 +60,9 @@ class _NewCells:
     atac_log_library: np.ndarray | None = None
 
 
-def embed(model: ModelState, kind: str, rna: Any, atac: Any) -> np.ndarray:
-    """The latent of new cells (see ``FactVAE.get_latent``), from the trained encoders."""
+def embed(model: ModelState, kind: str, rna: Any, atac: Any, joint: JointRule | None) -> np.ndarray:
+    """The latent of new cells (see ``FactVAE.get_latent``), from the trained encoders;
+    ``joint``: the model's rule, or None for a half's posterior means."""
     if kind not in ("joint", "rna", "atac"):
         raise FactVAEInputError(f"kind must be 'joint', 'rna' or 'atac', not {kind!r}.")
     cells = _new_cells(
@@ -73,7 +74,7 @@ def embed(model: ModelState, kind: str, rna: Any, atac: Any) -> np.ndarray:
         codes = _known_codes(model, cells.labels, "get_latent")
     return latent_means(
         model.network, cells.rna_rep, cells.atac_rep, kind, model.device, batch=codes,
-        joint=model.joint_rule,
+        joint=joint,
     )  # fmt: skip
 
 

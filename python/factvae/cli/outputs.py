@@ -38,9 +38,9 @@ FIT_OUTPUTS = outputs_epilog(
         (f"{MODEL_DIR}/", f"the trained model: factvae.FactVAE.load('DIR/{MODEL_DIR}')"),
         (
             EMBEDDINGS_FILE,
-            "cells x posterior means: joint_1.. (the joint embedding, the\n"
+            "cells x embeddings: joint_1.. (the joint embedding, the\n"
             "model's joint_embedding rule), then rna_1..rna_L and atac_1..atac_L\n"
-            "(each modality's own embedding)",
+            "(each modality's own, as get_latent('rna'/'atac') gives it)",
         ),
         (
             LINKS_FILE,

@@ -56,15 +56,20 @@ def combine_halves(rna: torch.Tensor, atac: torch.Tensor, joint: JointRule) -> t
     if joint.rule == "concatenate":
         return torch.cat([atac * joint.atac_scale, rna], dim=1)
     if joint.rule == "average":
-        if joint.centres is not None:
-            rna_centre, atac_centre = (torch.as_tensor(c, device=rna.device, dtype=rna.dtype)
-                                       for c in joint.centres)  # fmt: skip
-            rna, atac = rna - rna_centre, atac - atac_centre
-        unit = torch.nn.functional.normalize
-        return (unit(rna, dim=1) + joint.atac_scale * unit(atac, dim=1)) / (1 + joint.atac_scale)
+        rna, atac = half_direction(rna, "rna", joint), half_direction(atac, "atac", joint)
+        return (rna + joint.atac_scale * atac) / (1 + joint.atac_scale)
     raise FactVAEInputError(
         f"joint_embedding must be one of {list(JOINT_EMBEDDINGS)}, not {joint.rule!r}."
     )
+
+
+def half_direction(means: torch.Tensor, kind: str, joint: JointRule) -> torch.Tensor:
+    """One half as the ``"average"`` joint embedding reads it: the means less the training
+    cells' mean of that half (when the rule keeps it), at unit length per cell."""
+    if joint.centres is not None:
+        centre = joint.centres[0 if kind == "rna" else 1]
+        means = means - torch.as_tensor(centre, device=means.device, dtype=means.dtype)
+    return torch.nn.functional.normalize(means, dim=1)
 
 
 @torch.no_grad()
@@ -79,7 +84,11 @@ def latent_means(
     joint: JointRule | None = None,
 ) -> np.ndarray:
     """Posterior means in eval mode: one half, or ``joint``, the halves combined by
-    :func:`combine_halves` with the model's ``joint_rule``.
+    :func:`combine_halves` with the model's ``joint_rule``. With an ``"average"`` rule a half
+    is returned as that rule reads it (:func:`half_direction`): a cell's latent length follows
+    how much evidence its counts hold, so its direction from the centre is what separates
+    types (100,000-peak ``real_scale``, seed 0: ATAC half k-means ARI 0.358 against 0.192 for
+    the means). ``joint=None`` gives the halves' means, which the decoders and links read.
 
     ``batch`` holds the cells' batch codes, read by encoders built with ``encode_batch``.
     """
@@ -105,6 +114,8 @@ def latent_means(
         if kind == "joint":
             assert joint is not None
             means = combine_halves(halves["rna"], halves["atac"], joint)
+        elif joint is not None and joint.rule == "average":
+            means = half_direction(halves[kind], kind, joint)
         else:
             means = halves[kind]
         parts.append(means.float().cpu().numpy())

@@ -30,29 +30,38 @@ def _averaged(rna, atac, weight, centres=(0.0, 0.0)) -> np.ndarray:
     return (_unit(rna - centres[0]) + weight * _unit(atac - centres[1])) / (1 + weight)
 
 
-def test_latent_kinds_and_the_default_joint_averages_the_halves_directions(trained):
+def test_latent_kinds_the_halves_are_directions_and_the_joint_averages_them(trained):
     joint, rna, atac = (trained.get_latent(k) for k in ("joint", "rna", "atac"))
-    assert joint.shape == rna.shape == atac.shape == (300, 10)
+    means = {k: trained.get_latent(k, posterior_means=True) for k in ("rna", "atac")}
+    assert joint.shape == rna.shape == atac.shape == means["atac"].shape == (300, 10)
     # the ATAC direction's squared weight is the default share of the RNA's
     weight = trained.joint_atac_scale
     assert weight == pytest.approx(np.sqrt(JOINT_ATAC_SHARE))
     # each half's direction is taken from its mean over the training cells (all 300 here)
     centres = trained.joint_rule.centres
-    np.testing.assert_allclose(centres[0], rna.mean(axis=0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(centres[1], atac.mean(axis=0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(joint, _averaged(rna, atac, weight, centres), rtol=1e-5, atol=1e-5)
-    assert not np.allclose(joint, _averaged(rna, atac, weight), atol=1e-3)  # centring counts
+    np.testing.assert_allclose(centres[0], means["rna"].mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(centres[1], means["atac"].mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rna, _unit(means["rna"] - centres[0]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(atac, _unit(means["atac"] - centres[1]), rtol=1e-5, atol=1e-5)
+    # the joint embedding is the weighted average of the two halves a user gets
+    np.testing.assert_allclose(joint, (rna + weight * atac) / (1 + weight), rtol=1e-5, atol=1e-5)
+    expected = _averaged(means["rna"], means["atac"], weight, centres)
+    np.testing.assert_allclose(joint, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(joint, _averaged(means["rna"], means["atac"], weight), atol=1e-3)
     # a cell's latent length drops out: only the directions of its halves count
-    assert not np.allclose(np.linalg.norm(rna, axis=1), np.linalg.norm(rna, axis=1).mean())
+    lengths = np.linalg.norm(means["rna"], axis=1)
+    assert not np.allclose(lengths, lengths.mean())
     np.testing.assert_array_equal(trained.get_latent(), trained.get_latent())  # eval: no sampling
     with pytest.raises(FactVAEInputError, match="kind"):
         trained.get_latent("both")
+    with pytest.raises(FactVAEInputError, match="one half"):
+        trained.get_latent("joint", posterior_means=True)
 
 
 def test_the_concatenated_joint_atac_half_is_shrunk_to_its_share_and_never_enlarged(trained):
     from factvae.outputs.latent import fit_joint_rule
 
-    rna, atac = trained.get_latent("rna"), trained.get_latent("atac")
+    rna, atac = (trained.get_latent(k, posterior_means=True) for k in ("rna", "atac"))
     ratio = atac.var(axis=0).sum() / rna.var(axis=0).sum()
     args = (trained.network, trained._rna_rep, trained._atac_rep)
 
@@ -95,9 +104,12 @@ def test_new_cells_get_the_averaged_joint_of_their_own_halves_from_the_training_
     cells = sim.rna.obs_names[sim.rna.obs["cell_type"] == sim.rna.obs["cell_type"].iloc[0]][:60]
     new_rna, new_atac = sim.rna[cells].copy(), sim.atac[cells].copy()
     joint = trained.get_latent(rna=new_rna, atac=new_atac)
-    rna, atac = trained.get_latent("rna", rna=new_rna), trained.get_latent("atac", atac=new_atac)
+    rna = trained.get_latent("rna", rna=new_rna, posterior_means=True)
+    atac = trained.get_latent("atac", atac=new_atac, posterior_means=True)
     weight, centres = trained.joint_atac_scale, trained.joint_rule.centres
     np.testing.assert_allclose(joint, _averaged(rna, atac, weight, centres), rtol=1e-5, atol=1e-5)
+    rna_half = trained.get_latent("rna", rna=new_rna)
+    np.testing.assert_allclose(rna_half, _unit(rna - centres[0]), rtol=1e-5, atol=1e-5)
     own = (rna.mean(axis=0), atac.mean(axis=0))
     assert not np.allclose(joint, _averaged(rna, atac, weight, own), atol=1e-3)
 
@@ -114,9 +126,10 @@ def test_an_averaged_model_keeps_its_centres_through_save_and_load(trained, tmp_
     np.savez(tmp_path / "model" / "arrays.npz", **arrays)
     old = factvae.FactVAE.load(tmp_path / "model")
     assert old.joint_rule.centres is None
-    rna, atac = trained.get_latent("rna"), trained.get_latent("atac")
+    rna, atac = (trained.get_latent(k, posterior_means=True) for k in ("rna", "atac"))
     expected = _averaged(rna, atac, trained.joint_atac_scale)
     np.testing.assert_allclose(old.get_latent(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(old.get_latent("atac"), _unit(atac), rtol=1e-5, atol=1e-5)
 
 
 def test_a_model_saved_before_the_averaged_joint_still_concatenates(trained, tmp_path):
@@ -130,8 +143,10 @@ def test_a_model_saved_before_the_averaged_joint_still_concatenates(trained, tmp
     settings_file.write_text(json.dumps(meta))
     old = factvae.FactVAE.load(tmp_path / "model")
     assert old.settings.joint_embedding == "concatenate"
-    rna, atac = trained.get_latent("rna"), trained.get_latent("atac")
+    rna, atac = (trained.get_latent(k, posterior_means=True) for k in ("rna", "atac"))
     np.testing.assert_array_equal(old.get_latent(), np.hstack([atac, rna]))
+    # concatenated, each half is its posterior means, as Eq. 14 reads them
+    np.testing.assert_array_equal(old.get_latent("rna"), rna)
 
 
 def test_feature_embeddings_are_decoder_columns(trained):
@@ -148,7 +163,7 @@ def test_augmented_atac_is_eq12_and_chunking_does_not_change_it(trained):
     chunked = trained.augment_atac(chunk_size=7)
     np.testing.assert_allclose(full, chunked, rtol=1e-5, atol=1e-7)
     # independent Eq. 12: exp(sf) * softmax(z_a @ peak factors), z_a the posterior mean
-    z_atac = torch.from_numpy(trained.get_latent("atac"))
+    z_atac = torch.from_numpy(trained.get_latent("atac", posterior_means=True))
     share = torch.softmax(z_atac @ trained.network.atac_decoder.feature.detach(), dim=1).numpy()
     library = np.exp(trained._atac_log_library)[:, None]
     np.testing.assert_allclose(full, library * share, rtol=1e-4, atol=1e-6)
@@ -220,6 +235,12 @@ def test_links_table(trained, sim):
     assert set(links["gene"]) <= set(trained.genes) and set(links["peak"]) <= set(trained.peaks)
     again = trained.infer_links(window=150_000, n_background=5000)
     pd.testing.assert_frame_equal(links, again)
+    # the co-variation reads the posterior means the decoders read, not the unit directions
+    means = [trained.get_latent(k, posterior_means=True).astype(float) for k in ("rna", "atac")]
+    genes, peaks = trained.gene_embeddings(), trained.peak_embeddings()
+    scorer = correlation_scorer(genes.to_numpy(np.float64), peaks.to_numpy(np.float64), *means)
+    rows, cols = genes.index.get_indexer(links["gene"]), peaks.index.get_indexer(links["peak"])
+    np.testing.assert_allclose(links["covariation"], scorer(rows, cols), rtol=1e-6, atol=1e-9)
 
 
 def test_links_recover_planted_pairs():
