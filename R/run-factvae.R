@@ -94,7 +94,10 @@
 #'   motifs and fragment files when Signac is there, a plain Assay
 #'   otherwise), with the
 #'   metadata columns `nCount_<augment.assay>` and `nFeature_<augment.assay>`.
-#'   Its values (expected counts, Eq. 12) are in the `counts` slot, which
+#'   Its values (expected counts, Eq. 12, decoded at the ATAC latent each
+#'   cell's joint embedding points to: the ATAC half's length along the joint
+#'   direction, so the RNA half informs them; with `preset = "paper"` at the
+#'   ATAC half's means) are in the `counts` slot, which
 #'   Signac's `RunTFIDF()`, `FindTopFeatures()` and `CoveragePlot()` read, and
 #'   the same matrix is in `data`, which Seurat's functions read until
 #'   `RunTFIDF()` or `NormalizeData()` replaces it. Both slots reference one

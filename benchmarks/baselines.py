@@ -102,7 +102,8 @@ def model_embeddings(
 ) -> dict[str, np.ndarray]:
     """factvae's embeddings of a trained model, and Signac's LSI of its augmented ATAC beside
     the same LSI of the raw counts (the augmented matrix is dense: fine at benchmark size).
-    Each half also as its posterior means, which the halves were until 2026-12-05.
+    Each half also as its posterior means, which the halves were until 2026-12-05, and the
+    augmented ATAC also decoded from the ATAC half alone, as it was until 2026-12-05.
     ``joint_shares``: the joint embedding again at each other ATAC share, from the same fit
     (the share only combines the trained halves), so a candidate share is compared on one fit."""
     embeddings = {"factvae joint": model.get_latent("joint")}
@@ -114,6 +115,7 @@ def model_embeddings(
         "factvae RNA half, posterior means": model.get_latent("rna", posterior_means=True),
         "factvae ATAC half, posterior means": model.get_latent("atac", posterior_means=True),
         "LSI of the augmented ATAC": signac_lsi(model.augment_atac()),
+        "LSI of the augmented ATAC, ATAC half alone": signac_lsi(model.augment_atac(latent="atac")),
         "LSI of the raw ATAC": signac_lsi(raw_atac),
     }
 

@@ -29,10 +29,11 @@ def snare_model(snare):
 
 def test_the_defaults_stop_by_themselves_and_every_output_beats_its_baseline(snare):
     """The default schedule: 10% held out, early stopping, at most 200 epochs here. Issue 23's
-    bars on this set (seed 0 measured 0.974 / 0.969 / 0.920 as the benchmarks score, augmented
-    LSI 0.88 vs raw 0.74): the joint embedding at least its RNA half, an ATAC half that learnt
-    the lines from the RNA, and an augmented ATAC that clusters better than the raw counts under
-    the same LSI."""
+    bars on this set (seed 0 measured 0.974 / 0.969 / 0.920 as the benchmarks score; under
+    this LSI the augmented ATAC 0.96, decoded from the ATAC half alone 0.90, raw 0.76): the
+    joint embedding at least its RNA half, an ATAC half that learnt the lines from the RNA,
+    and an augmented ATAC that clusters better than the raw counts under the same LSI, and no
+    worse than the ATAC half's own decoding, which it replaced as the default."""
     rna, atac, genes = snare
     model = factvae.FactVAE(rna, atac, gene_annotation=genes).fit(seed=0, progress=False)
     summary = model.training_summary
@@ -45,8 +46,11 @@ def test_the_defaults_stop_by_themselves_and_every_output_beats_its_baseline(sna
     assert model.get_latent("joint").shape == (rna.n_obs, 50)  # the halves averaged
     raw_lsi, _ = atac_lsi(sp.csr_matrix(atac.X), 100, seed=0)
     augmented_lsi, _ = atac_lsi(sp.csr_matrix(model.augment_atac()), 100, seed=0)
-    raw, augmented = (_ari(lsi[:, 1:30], labels) for lsi in (raw_lsi, augmented_lsi))
-    assert augmented >= 0.85 and augmented > raw, (raw, augmented)
+    alone_lsi, _ = atac_lsi(sp.csr_matrix(model.augment_atac(latent="atac")), 100, seed=0)
+    raw, augmented, alone = (
+        _ari(lsi[:, 1:30], labels) for lsi in (raw_lsi, augmented_lsi, alone_lsi)
+    )
+    assert augmented >= 0.85 and augmented > raw and augmented >= alone, (raw, augmented, alone)
 
 
 def test_prior_matches_the_design_cross_check(snare):

@@ -13,7 +13,7 @@ import torch
 from factvae.errors import FactVAEInputError
 from factvae.model.network import FactVAENetwork
 from factvae.model.reference import log_normalised_mean
-from factvae.outputs.latent import chunks, one_hot
+from factvae.outputs.latent import JointRule, chunks, joint_atac_latent, one_hot
 
 
 def available_memory_bytes() -> int | None:
@@ -41,8 +41,13 @@ def augmented_chunks(
     chunk_size: int,
     batch: np.ndarray | None = None,
     decoder_batch: np.ndarray | None = None,
+    rna_rep: np.ndarray | None = None,
+    joint: JointRule | None = None,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Eq. 12, exp(sf) * softmax(z_a F), one chunk of cells at a time, for the chosen peaks.
+
+    With ``rna_rep`` and the model's ``joint`` rule, z_a is the ATAC latent the cell's joint
+    embedding points to (:func:`joint_atac_latent`); without them, the ATAC half's means.
 
     The softmax is over all peaks (it defines the shares), then the chosen columns are kept.
     With a batch covariate, ``batch`` holds the cells' own batch codes (what an encoder built
@@ -57,6 +62,9 @@ def augmented_chunks(
     for part in chunks(atac_rep.shape[0], chunk_size):
         own = None if batch is None else one_hot(batch[part], n_batches, device)
         z = network.encode_atac(torch.from_numpy(atac_rep[part]).to(device), own)[0]
+        if joint is not None and rna_rep is not None:
+            z_rna = network.encode_rna(torch.from_numpy(rna_rep[part]).to(device), own)[0]
+            z = joint_atac_latent(z_rna, z, joint)
         offset = None
         if offsets is not None:
             assert decoder_batch is not None
@@ -78,9 +86,11 @@ def augment(
     threshold: float | None,
     batch: np.ndarray | None = None,
     decoder_batch: np.ndarray | None = None,
+    rna_rep: np.ndarray | None = None,
+    joint: JointRule | None = None,
 ) -> np.ndarray | sp.csr_matrix:
     """The augmented matrix, dense, or sparse keeping only values >= ``threshold``; batches
-    as in :func:`augmented_chunks`."""
+    and the decoded latent as in :func:`augmented_chunks`."""
     n_cells, n_peaks = atac_rep.shape[0], len(peak_index)
     if threshold is None:
         needed = n_cells * n_peaks * 4
@@ -92,16 +102,17 @@ def augment(
                 "Pass threshold= to keep it sparse, choose fewer cells= or peaks=, or stream "
                 "it to disk with out=."
             )
+    parts = augmented_chunks(
+        network, atac_rep, log_library, peak_index, device, chunk_size, batch, decoder_batch,
+        rna_rep, joint,
+    )  # fmt: skip
+    if threshold is None:
         dense = np.empty((n_cells, n_peaks), dtype=np.float32)
-        for part, values in augmented_chunks(
-            network, atac_rep, log_library, peak_index, device, chunk_size, batch, decoder_batch
-        ):
+        for part, values in parts:
             dense[part] = values
         return dense
     blocks = []
-    for _, values in augmented_chunks(
-        network, atac_rep, log_library, peak_index, device, chunk_size, batch, decoder_batch
-    ):
+    for _, values in parts:
         values[values < threshold] = 0.0
         blocks.append(sp.csr_matrix(values))
     return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_peaks))

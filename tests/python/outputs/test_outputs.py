@@ -132,6 +132,13 @@ def test_an_averaged_model_keeps_its_centres_through_save_and_load(trained, tmp_
     np.testing.assert_allclose(old.get_latent("atac"), _unit(atac), rtol=1e-5, atol=1e-5)
 
 
+def _eq12(model: factvae.FactVAE, z_atac: np.ndarray) -> np.ndarray:
+    """Eq. 12 written out: exp(sf) * softmax(z_a @ peak factors)."""
+    factors = model.network.atac_decoder.feature.detach()
+    share = torch.softmax(torch.from_numpy(z_atac).float() @ factors, dim=1).numpy()
+    return np.exp(model._atac_log_library)[:, None] * share
+
+
 def test_a_model_saved_before_the_averaged_joint_still_concatenates(trained, tmp_path):
     import json
 
@@ -145,8 +152,11 @@ def test_a_model_saved_before_the_averaged_joint_still_concatenates(trained, tmp
     assert old.settings.joint_embedding == "concatenate"
     rna, atac = (trained.get_latent(k, posterior_means=True) for k in ("rna", "atac"))
     np.testing.assert_array_equal(old.get_latent(), np.hstack([atac, rna]))
-    # concatenated, each half is its posterior means, as Eq. 14 reads them
+    # concatenated, each half is its posterior means, as Eq. 14 reads them, and the
+    # augmented ATAC decodes the ATAC means (Eq. 12) whichever latent is asked for
     np.testing.assert_array_equal(old.get_latent("rna"), rna)
+    np.testing.assert_array_equal(old.augment_atac(), old.augment_atac(latent="atac"))
+    np.testing.assert_allclose(old.augment_atac(), _eq12(trained, atac), rtol=1e-4, atol=1e-6)
 
 
 def test_feature_embeddings_are_decoder_columns(trained):
@@ -162,13 +172,23 @@ def test_augmented_atac_is_eq12_and_chunking_does_not_change_it(trained):
     full = trained.augment_atac(chunk_size=1000)
     chunked = trained.augment_atac(chunk_size=7)
     np.testing.assert_allclose(full, chunked, rtol=1e-5, atol=1e-7)
-    # independent Eq. 12: exp(sf) * softmax(z_a @ peak factors), z_a the posterior mean
-    z_atac = torch.from_numpy(trained.get_latent("atac", posterior_means=True))
-    share = torch.softmax(z_atac @ trained.network.atac_decoder.feature.detach(), dim=1).numpy()
-    library = np.exp(trained._atac_log_library)[:, None]
-    np.testing.assert_allclose(full, library * share, rtol=1e-4, atol=1e-6)
-    # each cell's expected counts sum to its library size
-    np.testing.assert_allclose(full.sum(1), library.ravel(), rtol=1e-3)
+    # the ATAC half alone: Eq. 12 at its posterior means
+    means = trained.get_latent("atac", posterior_means=True)
+    atac_alone = trained.augment_atac(latent="atac", chunk_size=7)
+    np.testing.assert_allclose(atac_alone, _eq12(trained, means), rtol=1e-4, atol=1e-6)
+    # the default: Eq. 12 at the ATAC centre plus the cell's own ATAC length along the joint
+    # embedding's direction
+    centre = trained.joint_rule.centres[1]
+    length = np.linalg.norm(means - centre, axis=1, keepdims=True)
+    joint = trained.get_latent("joint")
+    pointed = centre + length * joint / np.linalg.norm(joint, axis=1, keepdims=True)
+    np.testing.assert_allclose(full, _eq12(trained, pointed), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(full, atac_alone, rtol=1e-2)  # the RNA half moved it
+    # either way each cell's expected counts sum to its library size
+    for matrix in (full, atac_alone):
+        np.testing.assert_allclose(matrix.sum(1), np.exp(trained._atac_log_library), rtol=1e-3)
+    with pytest.raises(FactVAEInputError, match=r"latent must be 'joint'.*or 'atac'"):
+        trained.augment_atac(latent="rna")
 
 
 def test_augmented_subsets_and_threshold(trained):
