@@ -231,8 +231,11 @@ class FactVAE(ModelState):
         log_library = self._atac_log_library[cell_rows]
         own = None if own is None else own[cell_rows]
         decoded_in = None if decoded_in is None else decoded_in[cell_rows]
-        rna_rep = self._rna_rep[cell_rows] if latent == "joint" else None
-        joint = self.joint_rule if latent == "joint" else None
+        # only the averaged joint embedding points the ATAC latent anywhere new: skip the RNA
+        # encoder for the ATAC half alone and for Eq. 14's concatenation (preset="paper")
+        pointed = latent == "joint" and self.joint_rule.rule == "average"
+        rna_rep = self._rna_rep[cell_rows] if pointed else None
+        joint = self.joint_rule if pointed else None
         if out is not None:
             chunks = augmented_chunks(
                 self.network, atac_rep, log_library, peak_cols, self.device, chunk_size, own,
