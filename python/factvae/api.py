@@ -16,7 +16,7 @@ from factvae.io import model_files
 from factvae.io.model_files import ARRAYS_FILE, SETTINGS_FILE, WEIGHTS_FILE
 from factvae.io.mudata import MODALITIES as MUDATA_MODALITIES
 from factvae.io.streaming import write_h5ad_chunks
-from factvae.outputs.augment import augment, augmented_chunks
+from factvae.outputs.augment import augmented_chunks, collect
 from factvae.outputs.gene_loadings import link_gene_loadings
 from factvae.outputs.latent import latent_means
 from factvae.outputs.links import LINK_SCORES, correlation_scorer, cosine_scorer, infer_links
@@ -236,11 +236,11 @@ class FactVAE(ModelState):
         pointed = latent == "joint" and self.joint_rule.rule == "average"
         rna_rep = self._rna_rep[cell_rows] if pointed else None
         joint = self.joint_rule if pointed else None
+        chunks = augmented_chunks(
+            self.network, atac_rep, log_library, peak_cols, self.device, chunk_size, own,
+            decoded_in, rna_rep, joint,
+        )  # fmt: skip
         if out is not None:
-            chunks = augmented_chunks(
-                self.network, atac_rep, log_library, peak_cols, self.device, chunk_size, own,
-                decoded_in, rna_rep, joint,
-            )  # fmt: skip
             return write_h5ad_chunks(
                 Path(out),
                 chunks,
@@ -248,10 +248,7 @@ class FactVAE(ModelState):
                 self.peak_coords.iloc[peak_cols],
                 threshold,
             )
-        return augment(
-            self.network, atac_rep, log_library, peak_cols, self.device, chunk_size, threshold,
-            own, decoded_in, rna_rep, joint,
-        )  # fmt: skip
+        return collect(chunks, len(cell_rows), len(peak_cols), threshold)
 
     def _decoder_batches(self, batch: str | None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The cells' own batch codes and those they are decoded in (``batch``: one level)."""

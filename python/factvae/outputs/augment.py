@@ -76,37 +76,27 @@ def augmented_chunks(
         yield part, torch.exp(library + log_share).float().cpu().numpy()
 
 
-def augment(
-    network: FactVAENetwork,
-    atac_rep: np.ndarray,
-    log_library: np.ndarray,
-    peak_index: np.ndarray,
-    device: torch.device,
-    chunk_size: int,
-    threshold: float | None,
-    batch: np.ndarray | None = None,
-    decoder_batch: np.ndarray | None = None,
-    rna_rep: np.ndarray | None = None,
-    joint: JointRule | None = None,
+def check_dense_fits(n_cells: int, n_peaks: int) -> None:
+    """Refuse a dense matrix that would not fit in the memory the OS reports as available,
+    naming the ways to keep it smaller, before any chunk is decoded."""
+    needed = n_cells * n_peaks * 4
+    available = available_memory_bytes()
+    if available is not None and needed > 0.8 * available:
+        raise FactVAEInputError(
+            f"A dense augmented matrix of {n_cells} cells x {n_peaks} peaks needs "
+            f"{needed / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB is available. "
+            "Pass threshold= to keep it sparse, choose fewer cells= or peaks=, or stream "
+            "it to disk with out=."
+        )
+
+
+def collect(
+    parts: Iterator[tuple[slice, np.ndarray]], n_cells: int, n_peaks: int, threshold: float | None
 ) -> np.ndarray | sp.csr_matrix:
-    """The augmented matrix, dense, or sparse keeping only values >= ``threshold``; batches
-    and the decoded latent as in :func:`augmented_chunks`."""
-    n_cells, n_peaks = atac_rep.shape[0], len(peak_index)
+    """The chunks of :func:`augmented_chunks` as one matrix: dense float32 when ``threshold``
+    is None (checked to fit first), else CSR keeping only values >= ``threshold``."""
     if threshold is None:
-        needed = n_cells * n_peaks * 4
-        available = available_memory_bytes()
-        if available is not None and needed > 0.8 * available:
-            raise FactVAEInputError(
-                f"A dense augmented matrix of {n_cells} cells x {n_peaks} peaks needs "
-                f"{needed / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB is available. "
-                "Pass threshold= to keep it sparse, choose fewer cells= or peaks=, or stream "
-                "it to disk with out=."
-            )
-    parts = augmented_chunks(
-        network, atac_rep, log_library, peak_index, device, chunk_size, batch, decoder_batch,
-        rna_rep, joint,
-    )  # fmt: skip
-    if threshold is None:
+        check_dense_fits(n_cells, n_peaks)
         dense = np.empty((n_cells, n_peaks), dtype=np.float32)
         for part, values in parts:
             dense[part] = values

@@ -205,6 +205,21 @@ def test_augmented_subsets_and_threshold(trained):
         trained.augment_atac(cells=["nope"])
 
 
+def test_a_dense_augmented_matrix_that_would_not_fit_is_refused_before_decoding(
+    trained, monkeypatch
+):
+    n_cells, n_peaks = len(trained.obs_names), len(trained.peaks)
+    # pretend the machine has room for half the dense matrix (the guard allows 80%)
+    monkeypatch.setattr(
+        "factvae.outputs.augment.available_memory_bytes", lambda: n_cells * n_peaks * 2
+    )
+    with pytest.raises(FactVAEInputError, match=r"needs .* GiB.*Pass threshold="):
+        trained.augment_atac()
+    # a sparse matrix or a subset that fits is still made
+    assert sp.issparse(trained.augment_atac(threshold=0.05))
+    assert trained.augment_atac(cells=trained.obs_names[:10]).shape == (10, n_peaks)
+
+
 def test_candidate_pairs_window_and_signed_distance():
     genes = pd.DataFrame(
         {
