@@ -191,7 +191,9 @@
 #' * `in_prior` (the pair is in the gene-to-peak prior the model was trained
 #'   with, so its co-variation says little beyond that input) and `modelled`
 #'   (the gene is one of the model's genes; the others are linked through a
-#'   ridge regression of their expression on the RNA latent).
+#'   ridge regression of their expression on the RNA latent, and a modelled
+#'   gene through its decoder factor blended with that regression, the factor
+#'   weighing more the more cells express the gene).
 #'
 #' Works with or without Signac; on a ChromatinAssay, `Signac::Links()` returns
 #' the same links.

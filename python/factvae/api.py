@@ -17,7 +17,7 @@ from factvae.io.model_files import ARRAYS_FILE, SETTINGS_FILE, WEIGHTS_FILE
 from factvae.io.mudata import MODALITIES as MUDATA_MODALITIES
 from factvae.io.streaming import write_h5ad_chunks
 from factvae.outputs.augment import augmented_chunks, collect
-from factvae.outputs.gene_loadings import link_gene_loadings
+from factvae.outputs.gene_loadings import link_directions, link_gene_loadings
 from factvae.outputs.latent import latent_means
 from factvae.outputs.links import LINK_SCORES, correlation_scorer, cosine_scorer, infer_links
 from factvae.settings import RUN_DEFAULTS
@@ -285,7 +285,9 @@ class FactVAE(ModelState):
         Genes: with ``rna`` (this model's cells' raw counts, every gene) every annotated gene
         detected in at least ``link_min_detection`` (1%) of its cells, or the names in
         ``genes``; a gene outside the modelled HVGs gets a ridge loading on the RNA latent
-        (:mod:`factvae.outputs.gene_loadings`). Without ``rna``, the modelled genes (or those
+        (:mod:`factvae.outputs.gene_loadings`), and a modelled gene its decoder factor blended
+        with its ridge loading from the training counts, the factor weighing more the more
+        cells express the gene (``link_directions``). Without ``rna``, the modelled genes (or those
         of ``genes`` among them). Coordinates come from ``gene_annotation`` or, by default, the
         annotation the model was built with (kept by :meth:`save`; models saved before
         2026-12-04 kept only their modelled genes' coordinates).
@@ -320,6 +322,11 @@ class FactVAE(ModelState):
         annotation = annotation.astype({"start": np.int64, "end": np.int64})
         factors = self.gene_embeddings()
         rna_latent = self.get_latent("rna", posterior_means=True).astype(np.float64)
+        if score != "cosine":  # the paper's cosine reads the factors as they are
+            directions = link_directions(
+                factors.to_numpy(np.float64), self.gene_evidence, rna_latent
+            )
+            factors = pd.DataFrame(directions, index=factors.index, columns=factors.columns)
         if rna is None:
             names = self.genes if genes is None else pd.Index(np.asarray(genes).astype(str))
             outside = names[~names.isin(self.genes)]

@@ -101,6 +101,7 @@ def build(
     atac_counts, model.peaks = check_not_empty(atac_counts, model.obs_names, all_peaks, "atac")
     model.peak_coords = peak_coords_all.loc[model.peaks]
     model.peak_detection = atac_counts.detected / len(model.obs_names)
+    model.gene_evidence = None  # measured when training ends
     n_cells = len(model.obs_names)
     model.settings.check_against_data(n_cells)
 

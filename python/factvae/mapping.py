@@ -153,7 +153,7 @@ def _mapped_copy(model: Model, cells: _NewCells, new_levels: list[str]) -> Model
     mapped = type(model).__new__(type(model))
     shared = ("settings", "genes", "peaks", "peak_coords", "peak_detection", "gene_coords",
               "gene_coords_all", "g2p", "input_genes", "input_peaks",
-              "joint_rule")  # fmt: skip
+              "joint_rule", "gene_evidence")  # fmt: skip
     for name in shared:  # never changed in place, by either model
         setattr(mapped, name, getattr(model, name))
     mapped.projections = dict(model.projections)

@@ -13,6 +13,7 @@ import torch
 from factvae.data.preprocessing import LSIProjection, PCAProjection
 from factvae.data.prior import GeneToPeak
 from factvae.model.network import Architecture, FactVAENetwork
+from factvae.outputs.gene_loadings import GeneEvidence
 from factvae.outputs.latent import JointRule
 from factvae.settings import ModelSettings
 from factvae.train.batches import TrainingData
@@ -34,6 +35,7 @@ class ModelState:
     peak_detection: np.ndarray | None  # share of cells with each peak; None in old saves
     gene_coords_all: pd.DataFrame | None
     gene_coords: pd.DataFrame | None
+    gene_evidence: GeneEvidence | None  # the modelled genes' ridge and detection, for links
     g2p: GeneToPeak
     projections: dict[str, PCAProjection | LSIProjection | None]  # None: a user's reduction
     _data: TrainingData | None  # None: the model cannot be fit() again, for _no_data's reason

@@ -211,6 +211,8 @@ def test_map_query_leaves_the_reference_unchanged_and_trains_only_the_new_level(
     mapped = reference.map_query(rna_q, atac_q, max_epochs=3, batch_size=32, seed=1,
                                  progress=False)  # fmt: skip
     assert mapped.joint_rule is reference.joint_rule
+    # the genes' link directions are in the reference's latent space, which the query shares
+    assert mapped.gene_evidence is reference.gene_evidence is not None
 
     after = reference.network.state_dict()
     assert before.keys() == after.keys()

@@ -26,6 +26,7 @@ from factvae.io.persistence import (
     save_torch,
 )
 from factvae.model.network import Architecture, FactVAENetwork
+from factvae.outputs.gene_loadings import GeneEvidence
 from factvae.outputs.latent import JointRule
 from factvae.settings import ModelSettings
 from factvae.state import ModelState
@@ -63,6 +64,9 @@ def save_model(model: ModelState, folder: Path) -> Path:
         arrays["batch_codes"] = model._batch_codes
     if model.peak_detection is not None:
         arrays["peak_detection"] = model.peak_detection
+    if model.gene_evidence is not None:
+        arrays["gene_ridge"] = model.gene_evidence.ridge
+        arrays["gene_detection"] = model.gene_evidence.detection
     if model.joint_rule.centres is not None:
         arrays["joint_rna_centre"], arrays["joint_atac_centre"] = model.joint_rule.centres
     if model.gene_coords is not None:
@@ -156,6 +160,11 @@ def load_model(cls: type[Model], folder: Path, device: str) -> Model:
         model.gene_coords_all = model.gene_coords
     # older saves lack it: their links are then matched on distance alone
     model.peak_detection = arrays.get("peak_detection")
+    model.gene_evidence = (  # older saves lack it: their genes link by their factors alone
+        GeneEvidence(arrays["gene_ridge"], arrays["gene_detection"])
+        if "gene_ridge" in arrays
+        else None
+    )
     model.g2p = GeneToPeak(
         sp.csr_matrix(
             (

@@ -22,8 +22,9 @@ Four scores are available by name (``LINK_SCORES``); each ingredient is a column
 * ``"correlation"``: the correlation over cells of the gene's and the peak's contributions to
   their decoders' logits, ``z_rna F_g`` and ``z_atac P_p`` (posterior means). A gene outside the
   modelled set uses its ridge loading on the RNA latent (:mod:`factvae.outputs.gene_loadings`)
-  as ``F_g``. It does not depend on how the RNA and ATAC latent frames are rotated against
-  each other.
+  as ``F_g``; a modelled gene its factor blended with that loading, the factor counting more
+  the more cells express the gene (``link_directions``: few counts pin a factor weakly). It
+  does not depend on how the RNA and ATAC latent frames are rotated against each other.
 * ``"cosine"``: the paper's score, the cosine of the gene's and the peak's embeddings (the
   decoders' factor columns). The regulatory term pulls exactly the prior's pairs together, so
   it is highest for them by construction.

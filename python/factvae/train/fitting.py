@@ -15,7 +15,8 @@ import torch
 
 from factvae.errors import FactVAEInputError, TrainingDivergedError, TrainingInterrupted
 from factvae.model.network import FactVAENetwork
-from factvae.outputs.latent import JointRule, fit_joint_rule
+from factvae.outputs.gene_loadings import gene_evidence
+from factvae.outputs.latent import JointRule, fit_joint_rule, latent_means
 from factvae.settings import ModelSettings, auto_max_epochs, auto_patience
 from factvae.state import ModelState
 from factvae.train.checkpoints import CheckpointPolicy
@@ -215,6 +216,13 @@ def finish_training(
         )  # fmt: skip
     model.joint_rule = joint_rule
     model.training_summary["joint_atac_scale"] = model.joint_atac_scale
+    if model._data is not None:  # a mapped query keeps its reference's (same latent space)
+        latent = latent_means(
+            model.network, model._rna_rep, None, "rna", model.device, batch=model._batch_codes
+        )
+        model.gene_evidence = gene_evidence(
+            model._data.rna_counts, model._rna_log_library, latent.astype(np.float64)
+        )
 
 
 def check_positive_int(value: Any, name: str) -> None:

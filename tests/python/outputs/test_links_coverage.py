@@ -1,5 +1,7 @@
 """Links for every gene, the combined ranking, and the two backgrounds of the tests."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,13 @@ import factvae
 from conftest import SMALL_SETTINGS
 from factvae import FactVAEInputError
 from factvae.data.counts import InMemoryRows
-from factvae.outputs.gene_loadings import ridge_loadings
+from factvae.outputs.gene_loadings import (
+    FACTOR_HALF_DETECTION,
+    GeneEvidence,
+    gene_evidence,
+    link_directions,
+    ridge_loadings,
+)
 from factvae.outputs.link_tests import (
     TRANS_ACCESSIBILITY_BINS,
     other_chromosome_test,
@@ -106,6 +114,59 @@ def test_ridge_loadings_recover_a_gene_that_follows_the_latent():
     cosine = loadings[0] @ direction / np.linalg.norm(loadings[0]) / np.linalg.norm(direction)
     assert cosine > 0.98
     assert np.linalg.norm(loadings[1]) < 0.05 * np.linalg.norm(loadings[0])
+
+
+def test_a_modelled_gene_links_by_its_factor_as_far_as_cells_express_it():
+    """A gene most cells express keeps its decoder factor's direction, a gene few cells express
+    takes its ridge direction, and at FACTOR_HALF_DETECTION both count the same."""
+    rng = np.random.default_rng(0)
+    latent = rng.standard_normal((5000, 3)) * np.array([1.0, 2.0, 0.5])
+    factor, ridge = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    detection = np.array([0.9, 0.001, FACTOR_HALF_DETECTION])
+    evidence = GeneEvidence(np.tile(ridge, (3, 1)), detection)
+    directions = link_directions(np.tile(factor, (3, 1)), evidence, latent)
+
+    def spread_along(loadings: np.ndarray, axis: np.ndarray) -> float:
+        # the share of the gene's spread over the cells that the axis carries
+        parts = latent @ (loadings * axis)
+        return float(np.var(parts) / np.var(latent @ loadings))
+
+    assert spread_along(directions[0], factor) > 0.95
+    assert spread_along(directions[1], ridge) > 0.95
+    assert spread_along(directions[2], factor) == pytest.approx(0.5, abs=0.02)
+    # models saved without the evidence link by the factors as they are
+    np.testing.assert_array_equal(link_directions(np.tile(factor, (3, 1)), None, latent),
+                                  np.tile(factor, (3, 1)))  # fmt: skip
+
+
+def test_gene_evidence_counts_the_cells_expressing_each_gene_and_its_ridge_loading():
+    rng = np.random.default_rng(1)
+    latent = rng.standard_normal((400, 4))
+    counts = sp.csr_matrix(rng.poisson([0.05, 0.5, 3.0], (400, 3)).astype(np.float32))
+    log_library = np.log(np.full(400, 500.0)).astype(np.float32)
+    evidence = gene_evidence(InMemoryRows(counts), log_library, latent)
+    np.testing.assert_allclose(evidence.detection, (counts.toarray() > 0).mean(axis=0))
+    np.testing.assert_allclose(
+        evidence.ridge,
+        ridge_loadings(InMemoryRows(counts), np.full(400, 500.0), latent),
+        rtol=1e-5,
+    )
+
+
+def test_links_read_the_gene_evidence_kept_from_training(few_hvgs):
+    """Training keeps each modelled gene's evidence; the correlation-based links use it, the
+    paper's cosine does not."""
+    evidence = few_hvgs.gene_evidence
+    assert evidence is not None
+    assert evidence.ridge.shape == (len(few_hvgs.genes), few_hvgs.architecture.n_latent)
+    assert ((evidence.detection > 0) & (evidence.detection <= 1)).all()
+    factors_only = copy.copy(few_hvgs)
+    factors_only.gene_evidence = None
+    for score, differs in (("correlation", True), ("cosine", False)):
+        blended = few_hvgs.infer_links(n_background=500, score=score)
+        plain = factors_only.infer_links(n_background=500, score=score)
+        same = np.allclose(blended["covariation"], plain["covariation"])
+        assert same != differs, score
 
 
 def test_other_chromosome_background_is_off_chromosome_and_matched_on_accessibility():

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 import factvae
 from conftest import SMALL_SETTINGS
 from factvae import FactVAEInputError
+from factvae.outputs.gene_loadings import link_directions
 from factvae.outputs.link_tests import (
     benjamini_hochberg,
     matched_background,
@@ -270,10 +271,12 @@ def test_links_table(trained, sim):
     assert set(links["gene"]) <= set(trained.genes) and set(links["peak"]) <= set(trained.peaks)
     again = trained.infer_links(window=150_000, n_background=5000)
     pd.testing.assert_frame_equal(links, again)
-    # the co-variation reads the posterior means the decoders read, not the unit directions
+    # the co-variation reads the posterior means the decoders read, not the unit directions,
+    # and each gene's factor blended with its ridge loading (link_directions)
     means = [trained.get_latent(k, posterior_means=True).astype(float) for k in ("rna", "atac")]
     genes, peaks = trained.gene_embeddings(), trained.peak_embeddings()
-    scorer = correlation_scorer(genes.to_numpy(np.float64), peaks.to_numpy(np.float64), *means)
+    directions = link_directions(genes.to_numpy(np.float64), trained.gene_evidence, means[0])
+    scorer = correlation_scorer(directions, peaks.to_numpy(np.float64), *means)
     rows, cols = genes.index.get_indexer(links["gene"]), peaks.index.get_indexer(links["peak"])
     np.testing.assert_allclose(links["covariation"], scorer(rows, cols), rtol=1e-6, atol=1e-9)
 
@@ -314,6 +317,9 @@ def test_save_load_round_trip(trained, tmp_path):
     np.testing.assert_array_equal(loaded.get_latent(), trained.get_latent())
     np.testing.assert_array_equal(loaded.augment_atac(), trained.augment_atac())
     pd.testing.assert_frame_equal(loaded.gene_embeddings(), trained.gene_embeddings())
+    # the training counts' evidence on each gene is kept: links need no counts after loading
+    np.testing.assert_array_equal(loaded.gene_evidence.ridge, trained.gene_evidence.ridge)
+    np.testing.assert_array_equal(loaded.gene_evidence.detection, trained.gene_evidence.detection)
     pd.testing.assert_frame_equal(
         loaded.infer_links(n_background=1000), trained.infer_links(n_background=1000)
     )
