@@ -57,7 +57,8 @@ def ridge_loadings(
     for positions, block in counts.chunks():
         cross += (log_normalised(block, cell_totals[positions]).T @ centred[positions]).T
     gram = centred.T @ centred
-    penalty = ridge * np.trace(gram) / max(len(gram), 1)
+    # a latent without spread (every cell alike) gives zero loadings rather than a singular solve
+    penalty = max(ridge * np.trace(gram) / max(len(gram), 1), np.finfo(np.float64).tiny)
     return np.linalg.solve(gram + penalty * np.eye(len(gram)), cross).T
 
 

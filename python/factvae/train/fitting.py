@@ -216,7 +216,9 @@ def finish_training(
         )  # fmt: skip
     model.joint_rule = joint_rule
     model.training_summary["joint_atac_scale"] = model.joint_atac_scale
-    if model._data is not None:  # a mapped query keeps its reference's (same latent space)
+    # a mapped query keeps its reference's (same latent space); a run without one good epoch
+    # has no latent worth measuring against
+    if model._data is not None and trainer.epoch > 0:
         latent = latent_means(
             model.network, model._rna_rep, None, "rna", model.device, batch=model._batch_codes
         )

@@ -139,6 +139,12 @@ def test_a_modelled_gene_links_by_its_factor_as_far_as_cells_express_it():
                                   np.tile(factor, (3, 1)))  # fmt: skip
 
 
+def test_ridge_loadings_of_a_latent_without_spread_are_zero():
+    counts = InMemoryRows(sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 3.0], [2.0, 1.0]])))
+    loadings = ridge_loadings(counts, np.full(3, 10.0), np.ones((3, 4)))
+    np.testing.assert_array_equal(loadings, np.zeros((2, 4)))
+
+
 def test_gene_evidence_counts_the_cells_expressing_each_gene_and_its_ridge_loading():
     rng = np.random.default_rng(1)
     latent = rng.standard_normal((400, 4))
