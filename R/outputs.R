@@ -183,8 +183,10 @@
 #' * `peak_share`: `contact` as a share of the peak's contact with every
 #'   annotated TSS within the window (near another gene's promoter, low);
 #' * `zscore`, `pvalue`, `qvalue`: the co-variation against the same gene with
-#'   random peaks of matched accessibility on other chromosomes, as Signac's
-#'   `LinkPeaks()` tests it (`qvalue`: Benjamini-Hochberg over all candidates);
+#'   every peak of matched accessibility on other chromosomes, as Signac's
+#'   `LinkPeaks()` tests it with a random draw of them (here the background's
+#'   mean and sd are exact, so the p-values do not depend on a seed; `qvalue`:
+#'   Benjamini-Hochberg over all candidates);
 #' * `zscore_cis`, `pvalue_cis`, `qvalue_cis`: the co-variation against
 #'   candidate pairs outside the prior at a similar distance from the TSS with
 #'   similarly accessible peaks, i.e. evidence beyond distance;

@@ -246,9 +246,10 @@ def infer_links(
     ``genes`` and ``peaks`` are coordinate frames in the scorer's row order; ``scorer`` gives
     each pair's ``covariation``. ``score`` names the ranking (``LINK_SCORES``). Columns:
 
-    * ``pvalue``/``zscore``/``qvalue``: the covariation against the same gene with random
-      peaks of matched ``accessibility`` on other chromosomes (LinkPeaks' background);
-      Benjamini-Hochberg over all candidates.
+    * ``pvalue``/``zscore``/``qvalue``: the covariation against the same gene with every
+      peak of matched ``accessibility`` on other chromosomes (LinkPeaks' background, whose
+      mean and sd are computed exactly rather than from a random draw); Benjamini-Hochberg
+      over all candidates.
     * ``pvalue_cis``/``zscore_cis``/``qvalue_cis``: the covariation against up to
       ``n_background`` candidates outside the ``prior`` (genes x peaks, same order) at a
       similar distance to the TSS with similarly accessible peaks: evidence beyond distance.
@@ -290,18 +291,19 @@ def infer_links(
         everyone = candidate_pairs(pd.concat([competitors, genes[missing]]), peaks, window)
     shares = peak_share(everyone, len(peaks), p, contacts)
     proximity = contacts * shares
-    rng = np.random.default_rng(seed)
     chrom_codes = pd.factorize(
         np.concatenate([genes["chrom"].astype(str), peaks["chrom"].astype(str)])
     )[0]
     zscore, pvalue = other_chromosome_test(
-        scorer, covariation, g, p, chrom_codes[: len(genes)], chrom_codes[len(genes) :],
-        activity, rng,
+        scorer.genes, scorer.peaks, covariation, g, p, chrom_codes[: len(genes)],
+        chrom_codes[len(genes) :], activity,
     )  # fmt: skip
     strata = matched_strata(distance, activity[p] if known else None)
     # the candidates training did not tie together (all of them, where it tied every one)
     outside_prior = ~in_prior if (~in_prior).any() else np.ones(len(g), dtype=bool)
-    background = matched_background(strata, outside_prior, n_background, rng)
+    background = matched_background(
+        strata, outside_prior, n_background, np.random.default_rng(seed)
+    )
     zscore_cis, pvalue_cis = stratified_test(covariation, strata, background)
     if score == "combined":
         fit = two_group_fit(zscore[outside_prior], proximity[outside_prior])
