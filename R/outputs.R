@@ -144,7 +144,7 @@
                    score = found$score, gene = found$gene, peak = found$peak,
                    covariation = found$covariation, activity = found$activity,
                    contact = found$contact, abc = found$abc, peak_share = found$peak_share,
-                   zscore = found$zscore, pvalue = found$pvalue, qvalue = found$qvalue,
+                   evidence = found$evidence, zscore = found$zscore, pvalue = found$pvalue, qvalue = found$qvalue,
                    zscore_cis = found$zscore_cis, pvalue_cis = found$pvalue_cis,
                    qvalue_cis = found$qvalue_cis, distance = found$distance,
                    in_prior = as.logical(found$in_prior), modelled = as.logical(found$modelled),
@@ -172,7 +172,7 @@
 #' columns
 #' * `score`: the ranking (see `link.score` in [RunFactVAE()]); by default the
 #'   posterior (0-1) of a two-group model from `contact`, `peak_share` and
-#'   `zscore`;
+#'   `evidence`;
 #' * `gene`, `peak`, `distance` (signed bases from the TSS, negative upstream);
 #' * `covariation`: the model's co-variation of the pair over cells (the
 #'   correlation of the gene's and the peak's decoder contributions; the
@@ -182,6 +182,9 @@
 #'   share of the gene's candidates): the Activity-by-Contact ingredients;
 #' * `peak_share`: `contact` as a share of the peak's contact with every
 #'   annotated TSS within the window (near another gene's promoter, low);
+#' * `evidence`: the co-variation's z-score against the same gene with every
+#'   peak on other chromosomes, whatever its accessibility (the default
+#'   score's evidence);
 #' * `zscore`, `pvalue`, `qvalue`: the co-variation against the same gene with
 #'   every peak of matched accessibility on other chromosomes, as Signac's
 #'   `LinkPeaks()` tests it with a random draw of them (here the background's

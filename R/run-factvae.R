@@ -127,9 +127,9 @@
 #'   together): its prior is the peak's power-law contact with the TSS (as the
 #'   Activity-by-Contact model without Hi-C) times `peak_share`, the share of
 #'   the peak's contact that goes to this gene rather than to other annotated
-#'   TSSs near it; its evidence the `zscore` of the
-#'   model's co-variation of the pair, so the co-variation counts as much as
-#'   the data show it does; `"abc"`, the peak's accessibility times that
+#'   TSSs near it; its evidence (`evidence`) the z-score of the model's
+#'   co-variation of the pair against the gene's with every peak on other
+#'   chromosomes, so the co-variation counts as much as the data show it does; `"abc"`, the peak's accessibility times that
 #'   contact, as a share of its gene's candidates; `"correlation"`, the co-variation alone: the
 #'   correlation over cells of the gene's and the peak's contributions to the
 #'   model's decoders, which does not depend on how the RNA and ATAC latent

@@ -292,15 +292,16 @@ class FactVAE(ModelState):
         annotation the model was built with (kept by :meth:`save`; models saved before
         2026-12-04 kept only their modelled genes' coordinates).
 
-        ``score="combined"`` (default) ranks by the posterior of a two-group model fitted to
-        the candidates outside the model's prior (whose pairs training tied together): prior
-        from the peak's power-law contact with the TSS (as ABC without Hi-C) times its share
-        of the peak's contact with every TSS of the annotation near it, evidence from
-        the ``zscore`` of the model's co-variation of the pair, weighted as much as the data
-        support; ``"abc"`` by accessibility x contact as a share of the gene's candidates;
-        ``"correlation"`` by the co-variation alone; ``"cosine"`` by the paper's embedding
-        cosine. ``pvalue``/``qvalue``: the co-variation
-        against peaks of matched accessibility on other chromosomes, as Signac's LinkPeaks;
+        ``score="combined"`` (default) ranks by the posterior of a two-group model fitted to the
+        candidates outside the model's prior (whose pairs training tied together): prior from
+        the peak's power-law contact with the TSS (as ABC without Hi-C) times its share of the
+        peak's contact with every TSS of the annotation near it, evidence from the z-score of
+        the model's co-variation of the pair against the gene's with every peak on other
+        chromosomes (``evidence``), weighted as much as the data support; ``"abc"`` by
+        accessibility x contact as a share of the gene's candidates; ``"correlation"`` by the
+        co-variation alone; ``"cosine"`` by the paper's embedding cosine.
+        ``pvalue``/``qvalue``: the co-variation against every peak of matched accessibility on
+        other chromosomes, as Signac's LinkPeaks tests it with a random draw of them;
         ``pvalue_cis``/``qvalue_cis``: against up to ``n_background`` candidates outside the
         prior at the same distance with equally accessible peaks (beyond distance). See
         :mod:`factvae.outputs.links` for every column.

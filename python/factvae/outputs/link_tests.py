@@ -73,19 +73,21 @@ def other_chromosome_test(
     gene_chrom: np.ndarray,
     peak_chrom: np.ndarray,
     accessibility: np.ndarray,
+    n_bins: int = TRANS_ACCESSIBILITY_BINS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """LinkPeaks' test: each pair's ``score``, the dot product of its gene's row of
     ``gene_side`` and its peak's row of ``peak_side``, against the same gene with every peak on
     another chromosome than the gene's in the peak's bin of ``accessibility`` (per peak, all
-    peaks). Such peaks cannot regulate the gene in cis, so they show how much a gene co-varies
-    with unrelated peaks of that accessibility.
+    peaks; ``n_bins`` quantile bins, 1 for every peak whatever its accessibility). Such peaks
+    cannot regulate the gene in cis, so they show how much a gene co-varies with unrelated
+    peaks of that accessibility.
 
     LinkPeaks draws 200 such peaks per pair; a dot product's mean and variance over all of them
     follow from the pool's mean row and covariance (k x k), so here they are exact: no draw, no
     seed, and the same p-value on every run. ``gene_chrom`` and ``peak_chrom`` are integer
     codes of one coding. Time O(peaks x k^2 + pairs x k^2), memory O(pairs + k^2).
     """
-    bins = quantile_bins(accessibility, TRANS_ACCESSIBILITY_BINS)
+    bins = quantile_bins(accessibility, n_bins)
     pair_bin, pair_chrom = bins[peak_index], gene_chrom[gene_index]
     mean, sd = np.zeros(len(score)), np.ones(len(score))
     for b in np.unique(pair_bin):

@@ -79,7 +79,8 @@ def test_the_combined_score_is_fitted_outside_the_prior(few_hvgs):
     links = few_hvgs.infer_links(n_background=500)
     inside = links["in_prior"].to_numpy()
     assert 0 < inside.sum() < len(links)
-    z = links["zscore"].to_numpy()
+    z = links["evidence"].to_numpy()
+    assert not np.allclose(z, links["zscore"])  # the test's z matches accessibility; not this
     proximity = (links["contact"] * links["peak_share"]).to_numpy()
     outside = two_group_fit(z[~inside], proximity[~inside])
     np.testing.assert_allclose(links["score"], outside.posterior(z, proximity), rtol=1e-10)
@@ -199,6 +200,11 @@ def test_other_chromosome_background_is_every_off_chromosome_peak_of_matched_acc
         null = peak_side[pool] @ gene_side[gene]
         assert zscore[row] == pytest.approx((score[row] - null.mean()) / null.std(ddof=1))
     np.testing.assert_allclose(pvalue, scipy.stats.norm.sf(zscore))
+    unmatched, _ = other_chromosome_test(
+        gene_side, peak_side, score, genes, peaks, gene_chrom, peak_chrom, accessibility, n_bins=1
+    )
+    null = peak_side[peak_chrom != gene_chrom[genes[0]]] @ gene_side[genes[0]]
+    assert unmatched[0] == pytest.approx((score[0] - null.mean()) / null.std(ddof=1))
 
 
 def test_other_chromosome_test_scores_against_the_genes_own_background():

@@ -253,8 +253,8 @@ def test_links_table(trained, sim):
     links = trained.infer_links(window=150_000, n_background=5000)
     assert list(links.columns) == [
         "gene", "peak", "score", "covariation", "activity", "contact", "abc", "peak_share",
-        "zscore", "pvalue", "qvalue", "zscore_cis", "pvalue_cis", "qvalue_cis", "distance",
-        "in_prior", "modelled", "chrom", "tss",
+        "evidence", "zscore", "pvalue", "qvalue", "zscore_cis", "pvalue_cis", "qvalue_cis",
+        "distance", "in_prior", "modelled", "chrom", "tss",
     ]  # fmt: skip
     prior = trained.g2p.matrix[
         trained.genes.get_indexer(links["gene"]), trained.peaks.get_indexer(links["peak"])
