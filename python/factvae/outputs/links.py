@@ -39,6 +39,7 @@ No score is a causal effect. The tests (:mod:`factvae.outputs.link_tests`) are o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -298,14 +299,12 @@ def infer_links(
     chrom_codes = pd.factorize(
         np.concatenate([genes["chrom"].astype(str), peaks["chrom"].astype(str)])
     )[0]
-    zscore, pvalue = other_chromosome_test(
-        scorer.genes, scorer.peaks, covariation, g, p, chrom_codes[: len(genes)],
-        chrom_codes[len(genes) :], activity,
+    trans_test = partial(
+        other_chromosome_test, scorer.genes, scorer.peaks, covariation, g, p,
+        chrom_codes[: len(genes)], chrom_codes[len(genes) :], activity,
     )  # fmt: skip
-    evidence, _ = other_chromosome_test(
-        scorer.genes, scorer.peaks, covariation, g, p, chrom_codes[: len(genes)],
-        chrom_codes[len(genes) :], activity, n_bins=1,
-    )  # fmt: skip
+    zscore, pvalue = trans_test()  # matched on accessibility, as LinkPeaks
+    evidence, _ = trans_test(n_bins=1)  # every peak on other chromosomes: the score's evidence
     strata = matched_strata(distance, activity[p] if known else None)
     # the candidates training did not tie together (all of them, where it tied every one)
     outside_prior = ~in_prior if (~in_prior).any() else np.ones(len(g), dtype=bool)
