@@ -42,7 +42,7 @@
 
 # The augmented matrix (peaks x cells), computed chunk by chunk so that neither side holds
 # more than one chunk's dense block at a time.
-.augment <- function(core, fit, cells, features, threshold, chunk.size, verbose) {
+.augment <- function(core, fit, cells, features, threshold, latent, chunk.size, verbose) {
   chunks <- split(cells, ceiling(seq_along(cells) / chunk.size))
   if (verbose) {
     message(sprintf("FactVAE: augmenting %d peaks in %d cells (%d chunks)", length(features),
@@ -54,7 +54,7 @@
   sparse <- vector("list", length(chunks))
   for (k in seq_along(chunks)) {
     part <- .py_call(core$bridge$augment_chunk(fit, chunks[[k]], features, threshold,
-                                               chunk.size))
+                                               chunk.size, latent))
     if (is.null(threshold)) {
       dense[, chunks[[k]]] <- part$values
     } else {

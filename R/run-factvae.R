@@ -94,10 +94,11 @@
 #'   motifs and fragment files when Signac is there, a plain Assay
 #'   otherwise), with the
 #'   metadata columns `nCount_<augment.assay>` and `nFeature_<augment.assay>`.
-#'   Its values (expected counts, Eq. 12, decoded at the ATAC latent each
-#'   cell's joint embedding points to: the ATAC half's length along the joint
-#'   direction, so the RNA half informs them; with `preset = "paper"` at the
-#'   ATAC half's means) are in the `counts` slot, which
+#'   Its values (expected counts, Eq. 12, decoded by default at the ATAC
+#'   latent each cell's joint embedding points to: the ATAC half's length
+#'   along the joint direction, so the RNA half informs them; with
+#'   `preset = "paper"` or `augment.latent = "atac"` at the ATAC half's
+#'   means) are in the `counts` slot, which
 #'   Signac's `RunTFIDF()`, `FindTopFeatures()` and `CoveragePlot()` read, and
 #'   the same matrix is in `data`, which Seurat's functions read until
 #'   `RunTFIDF()` or `NormalizeData()` replaces it. Both slots reference one
@@ -109,6 +110,12 @@
 #'   matrix sparse. With the default `NULL` the matrix is dense, and an error
 #'   is raised beforehand when it would exceed
 #'   `getOption("factvae.max.dense.gb", 4)` GB.
+#' @param augment.latent Which ATAC latent the augmented matrix decodes:
+#'   `"joint"` (the default), the latent each cell's joint embedding points
+#'   to, so the RNA half informs it (described under `augment`), or `"atac"`,
+#'   the ATAC half's posterior means alone (Eq. 12 as the paper states it).
+#'   It applies to `augment` and to `augment.file`, and is kept in
+#'   `Tool(object, "RunFactVAE")$augment.latent`.
 #' @param augment.file A path ending in `.h5ad`: stream the augmented matrix
 #'   (cells x peaks, thresholded by `augment.threshold` when given) to this
 #'   AnnData file chunk by chunk, so memory stays bounded by `chunk.size`
@@ -177,7 +184,7 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
                               precision = "auto", seed = 0, model = NULL,
                               model.path = NULL, augment = FALSE, augment.assay = "factvaeATAC",
                               augment.features = NULL, augment.threshold = NULL,
-                              augment.file = NULL,
+                              augment.latent = "joint", augment.file = NULL,
                               chunk.size = 1024, links = FALSE, link.window = 150000,
                               link.score = "combined", link.pvalue = 0.05, link.genes = NULL,
                               reduction.name = "factvae",
@@ -205,7 +212,6 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
                    upstream = .whole(upstream, 0))
   chunk.size <- .whole(chunk.size, 1)
   link.window <- .whole(link.window, 0)
-  link.score <- .one_string(link.score)
   if (!is.numeric(link.pvalue) || length(link.pvalue) != 1 || is.na(link.pvalue)) {
     stop("link.pvalue must be a number (1 keeps every candidate link).", call. = FALSE)
   }
@@ -235,6 +241,9 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   }
 
   core <- .factvae_core()
+  choices <- .py_call(core$bridge$choices())
+  link.score <- .choice(link.score, unlist(choices$link_score))
+  augment.latent <- .choice(augment.latent, unlist(choices$augment_latent))
   if (is.null(model)) {
     model.path <- model.path %||% tempfile("factvae-model-")
     fit <- .train(core, counts, peaks, prior, reps, settings, verbose,
@@ -273,7 +282,7 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   info$reductions <- unname(unlist(outputs$reductions))
   if (augment) {
     values <- .augment(core, fit, cells, features %||% fitted$peaks, augment.threshold,
-                       chunk.size, verbose)
+                       augment.latent, chunk.size, verbose)
     object <- .add_augmented_assay(object, augment.assay,
                                    .augmented_assay(object[[atac.assay]], values,
                                                     augment.assay))
@@ -283,9 +292,10 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
     if (verbose) message("FactVAE: streaming the augmented ATAC to ", augment.file)
     .py_call(fit$augment_atac(cells = as.list(cells), peaks = as.list(features %||% fitted$peaks),
                               chunk_size = chunk.size, threshold = augment.threshold,
-                              out = augment.file))
+                              latent = augment.latent, out = augment.file))
     info$augment.file <- augment.file
   }
+  if (augment || !is.null(augment.file)) info$augment.latent <- augment.latent
   if (links) {
     found <- .links(core, fit, peaks, link.window, link.score, link.pvalue, settings$seed,
                     .py_call(core$bridge$anndata_from_counts(counts$rna, cells,
@@ -307,6 +317,16 @@ RunFactVAE.Seurat <- function(object, rna.assay = "RNA", atac.assay = "ATAC", an
   name <- deparse(substitute(x))
   if (!is.character(x) || length(x) != 1 || is.na(x)) {
     stop(sprintf("%s must be one string.", name), call. = FALSE)
+  }
+  x
+}
+
+# One of the values the core takes for an output option (the core owns the list).
+.choice <- function(x, allowed) {
+  name <- deparse(substitute(x))
+  if (!is.character(x) || length(x) != 1 || is.na(x) || !x %in% allowed) {
+    stop(sprintf("%s must be one of %s.", name, paste0("\"", allowed, "\"", collapse = ", ")),
+         call. = FALSE)
   }
   x
 }

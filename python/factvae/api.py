@@ -16,7 +16,7 @@ from factvae.io import model_files
 from factvae.io.model_files import ARRAYS_FILE, SETTINGS_FILE, WEIGHTS_FILE
 from factvae.io.mudata import MODALITIES as MUDATA_MODALITIES
 from factvae.io.streaming import write_h5ad_chunks
-from factvae.outputs.augment import augmented_chunks, collect
+from factvae.outputs.augment import AUGMENT_LATENTS, augmented_chunks, collect
 from factvae.outputs.gene_loadings import link_directions, link_gene_loadings
 from factvae.outputs.latent import latent_means
 from factvae.outputs.links import LINK_SCORES, correlation_scorer, cosine_scorer, infer_links
@@ -196,7 +196,7 @@ class FactVAE(ModelState):
         threshold: float | None = None,
         out: str | Path | None = None,
         batch: str | None = None,
-        latent: str = "joint",
+        latent: str = RUN_DEFAULTS.augment_latent,
     ) -> np.ndarray | sp.csr_matrix | Path:
         """Augmented ATAC (Eq. 12) for the chosen cells x peaks, computed chunk by chunk.
 
@@ -216,10 +216,10 @@ class FactVAE(ModelState):
         had in that sample, a common reference for comparing samples.
         """
         self._require_trained()
-        if latent not in ("joint", "atac"):
+        if latent not in AUGMENT_LATENTS:
             raise FactVAEInputError(
-                f"latent must be 'joint' (the default) or 'atac' (the ATAC half alone), "
-                f"not {latent!r}."
+                f"latent must be one of {list(AUGMENT_LATENTS)} ('joint', the default, or "
+                f"'atac', the ATAC half alone), not {latent!r}."
             )
         own, decoded_in = self._decoder_batches(batch)
         check_positive_int(chunk_size, "chunk_size")

@@ -199,13 +199,21 @@ def model_features(model) -> dict:
     }
 
 
-def augment_chunk(model, cells, peaks, threshold=None, chunk_size=RUN_DEFAULTS.chunk_size):
+def augment_chunk(
+    model,
+    cells,
+    peaks,
+    threshold=None,
+    chunk_size=RUN_DEFAULTS.chunk_size,
+    latent=RUN_DEFAULTS.augment_latent,
+):
     """Augmented ATAC for some cells, as peaks x cells: a dense array or dgCMatrix parts."""
     values = model.augment_atac(
         cells=list(cells),
         peaks=None if peaks is None else list(peaks),
         chunk_size=int(chunk_size),
         threshold=threshold,
+        latent=str(latent),
     )
     if sp.issparse(values):
         return {"sparse": True, **csc_parts(values.T)}
@@ -254,6 +262,14 @@ def simulation_parts(n_cells=600, seed=0) -> dict:
 def default_settings(preset: str = "default") -> dict:
     """Every default of ``preset`` (model and run), for R's tests and help to compare with."""
     return defaults(preset)
+
+
+def choices() -> dict:
+    """The values an output option takes, so R refuses any other before training starts."""
+    from factvae.outputs.augment import AUGMENT_LATENTS
+    from factvae.outputs.links import LINK_SCORES
+
+    return {"link_score": list(LINK_SCORES), "augment_latent": list(AUGMENT_LATENTS)}
 
 
 # ---- genomic rules, owned here and called by R (never re-implemented there) --------------

@@ -355,6 +355,7 @@ class RunSettings:
     seed: int = 0
     checkpoint_every: int = 10
     chunk_size: int = 1024
+    augment_latent: str = "joint"
     link_window: int = 150_000
     link_score: str = "combined"
     link_min_detection: float = 0.01  # links cover genes detected in >= 1% of cells

@@ -135,7 +135,11 @@ def test_fit_h5ad_writes_outputs_and_the_model_reloads(
     inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    assert _fit(inputs, out, "--augment-threshold", "0.05", "--atac-weight", "0.05") == 0
+    assert (
+        _fit(inputs, out, "--augment-threshold", "0.05", "--augment-latent", "atac",
+             "--atac-weight", "0.05")
+        == 0
+    )  # fmt: skip
     assert "augmented_atac.h5ad" in capsys.readouterr().out
 
     model = FactVAE.load(out / "model")
@@ -161,6 +165,10 @@ def test_fit_h5ad_writes_outputs_and_the_model_reloads(
     assert augmented.shape == (160, len(model.peaks))
     assert sp.issparse(augmented.X) and augmented.X.data.min() >= 0.05
     assert list(augmented.var.columns) == ["chrom", "start", "end"]
+    # the ATAC half alone was decoded, as asked, not the default joint latent
+    atac_alone = model.augment_atac(threshold=0.05, latent="atac")
+    np.testing.assert_allclose(augmented.X.toarray(), atac_alone.toarray(), rtol=1e-5)
+    assert (atac_alone != model.augment_atac(threshold=0.05)).nnz > 0
 
 
 def test_fit_with_a_g2p_table_instead_of_an_annotation(

@@ -92,6 +92,11 @@ simulated_fit <- function() {
   })
 }
 
+# Where a fixture's trained model was saved: the tests that reuse it pass it as `model`.
+saved_model <- function(fixture) {
+  SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
+}
+
 real_object <- function() {
   cached("real.object", function() ReadMultiome(real_data_dir()))
 }

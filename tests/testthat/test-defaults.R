@@ -8,7 +8,8 @@ test_that("RunFactVAE's and GeneToPeak's defaults are the core's", {
   r.to.python <- c(n.latent = "n_latent", n.hvg = "n_hvg", atac.weight = "atac_recon_weight",
                    upstream = "upstream", batch.size = "batch_size", device = "device",
                    precision = "precision", seed = "seed", chunk.size = "chunk_size",
-                   link.window = "link_window", link.score = "link_score")
+                   link.window = "link_window", link.score = "link_score",
+                   augment.latent = "augment_latent")
   for (name in names(r.to.python)) {
     expect_equal(eval(run[[name]]), core[[r.to.python[[name]]]], label = paste("RunFactVAE", name))
   }

@@ -140,6 +140,18 @@ test_that("RunFactVAE refuses bad settings and names before training", {
                  augment = TRUE, augment.features = "chr9-1-2", annotation = ann)
 })
 
+test_that("an output option the core does not know is refused before training", {
+  skip_if_no_core()
+  path <- tempfile("factvae-model-")
+  expect_refused(toy_object(), 'link.score must be one of "combined", "abc", "correlation", "cosine"',
+                 link.score = "pearson", links = TRUE, model.path = path,
+                 annotation = toy_annotation())
+  expect_refused(toy_object(), 'augment.latent must be one of "joint", "atac"',
+                 augment.latent = "rna", augment = TRUE, model.path = path,
+                 annotation = toy_annotation())
+  expect_false(file.exists(path))  # nothing was trained
+})
+
 test_that("a dense augmented matrix too large to hold is refused before anything is allocated", {
   old <- options(factvae.max.dense.gb = 1e-7)
   on.exit(options(old))

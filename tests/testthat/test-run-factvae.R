@@ -85,7 +85,7 @@ test_that("RunFactVAE records its settings, the saved model and the command", {
 test_that("a saved model is reused without retraining", {
   skip_if_no_core()
   fixture <- simulated_fit()
-  path <- SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
+  path <- saved_model(fixture)
   # One epoch with another seed would give other embeddings: equal ones mean no training.
   reused <- RunFactVAE(fixture$input, model = path, max.epochs = 1, seed = 7, verbose = FALSE)
   expect_equal(SeuratObject::Embeddings(reused, "factvae"),
@@ -115,7 +115,7 @@ test_that("the augmented ATAC assay has the input's cells and peaks", {
 test_that("augment.threshold and augment.features keep the augmented assay sparse and small", {
   skip_if_no_core()
   fixture <- simulated_fit()
-  path <- SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
+  path <- saved_model(fixture)
   dense <- layer_data(fixture$fit, "factvaeATAC", "data")
   features <- rownames(dense)[1:50]
   sparse <- RunFactVAE(fixture$input, model = path, augment = TRUE, augment.assay = "aug",
@@ -136,7 +136,7 @@ test_that("augment.threshold and augment.features keep the augmented assay spars
 test_that("augment.file streams the augmented matrix to an .h5ad that holds the assay's values", {
   skip_if_no_core()
   fixture <- simulated_fit()
-  path <- SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
+  path <- saved_model(fixture)
   dense <- layer_data(fixture$fit, "factvaeATAC", "data")
   file <- tempfile(fileext = ".h5ad")
   streamed <- RunFactVAE(fixture$input, model = path, augment.file = file, chunk.size = 64,
@@ -149,6 +149,25 @@ test_that("augment.file streams the augmented matrix to an .h5ad that holds the 
   expect_equal(t(written$X), unname(dense), tolerance = 1e-5)
   expect_error(RunFactVAE(fixture$input, model = path, augment.file = "augmented.csv"),
                "augment.file must be one path ending in .h5ad")
+})
+
+test_that("augment.latent = 'atac' decodes the ATAC half alone, in the assay and the file", {
+  skip_if_no_core()
+  fixture <- simulated_fit()
+  file <- tempfile(fileext = ".h5ad")
+  joint <- layer_data(fixture$fit, "factvaeATAC", "data")[1:50, ]
+  features <- rownames(joint)
+  alone <- RunFactVAE(fixture$input, model = saved_model(fixture), augment = TRUE,
+                      augment.assay = "aug", augment.features = features,
+                      augment.latent = "atac", augment.file = file, verbose = FALSE)
+  values <- layer_data(alone, "aug", "data")
+  model <- .factvae_core()$module$FactVAE$load(saved_model(fixture))
+  reference <- t(model$augment_atac(cells = as.list(colnames(values)),
+                                    peaks = as.list(features), latent = "atac"))
+  expect_equal(unname(values), reference, tolerance = 1e-5)
+  expect_equal(t(reticulate::import("anndata")$read_h5ad(file)$X), reference, tolerance = 1e-5)
+  expect_false(isTRUE(all.equal(values, joint, tolerance = 1e-3)))
+  expect_identical(SeuratObject::Tool(alone, slot = "RunFactVAE")$augment.latent, "atac")
 })
 
 test_that("links are a Signac-style GRanges joining genes to peaks of the input", {
@@ -258,7 +277,7 @@ test_that("the augmented assay holds its values in counts (read by Signac) and h
 test_that("adding the augmented assay raises no warning from SeuratObject", {
   skip_if_no_core()
   fixture <- simulated_fit()
-  path <- SeuratObject::Tool(fixture$fit, slot = "RunFactVAE")$model.path
+  path <- saved_model(fixture)
   expect_no_warning(RunFactVAE(fixture$input, model = path, augment = TRUE,
                                augment.threshold = 0.05, verbose = FALSE))
 })

@@ -36,6 +36,7 @@ from factvae.errors import FactVAEInputError, TrainingDivergedError
 from factvae.io.mudata import MODALITIES as MUDATA_MODALITIES
 from factvae.io.mudata import modalities as mudata_modalities
 from factvae.io.mudata import read_h5mu
+from factvae.outputs.augment import AUGMENT_LATENTS
 from factvae.outputs.links import LINK_SCORES
 from factvae.train.checkpoints import CHECKPOINT_FILE
 from factvae.train.distributed import current_group
@@ -149,6 +150,14 @@ def add_fit_parser(commands: argparse._SubParsersAction) -> None:
         type=float,
         metavar="X",
         help="keep augmented values >= X and store them sparse (implies --augment)",
+    )
+    fit.add_argument(
+        "--augment-latent",
+        default=FitOptions.augment_latent,
+        choices=AUGMENT_LATENTS,
+        help="joint: decode the ATAC latent each cell's joint embedding points to, so the RNA "
+        "half informs it; atac: the ATAC half's posterior means alone, Eq. 12 as the paper "
+        "states it (default: %(default)s)",
     )
     fit.add_argument(
         "--links-window",

@@ -40,6 +40,7 @@ class FitOptions:
     seed: int = RUN_DEFAULTS.seed
     augment: bool = False
     augment_threshold: float | None = None
+    augment_latent: str = RUN_DEFAULTS.augment_latent
     links: bool = True
     links_window: int = RUN_DEFAULTS.link_window
     links_score: str = RUN_DEFAULTS.link_score

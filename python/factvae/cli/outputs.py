@@ -109,7 +109,9 @@ def write_outputs(
 
     matrix = None
     if options.augment or options.augment_threshold is not None:
-        matrix = model.augment_atac(threshold=options.augment_threshold)
+        matrix = model.augment_atac(
+            threshold=options.augment_threshold, latent=options.augment_latent
+        )
         assert not isinstance(matrix, Path)  # only out= streams to a path
         augmented = anndata.AnnData(
             X=matrix,

@@ -15,6 +15,10 @@ from factvae.model.network import FactVAENetwork
 from factvae.model.reference import log_normalised_mean
 from factvae.outputs.latent import JointRule, chunks, joint_atac_latent, one_hot
 
+# What a cell's augmented ATAC decodes: the ATAC latent its joint embedding points to, or the
+# ATAC half's own posterior means (Eq. 12 as the paper states it)
+AUGMENT_LATENTS = ("joint", "atac")
+
 
 def available_memory_bytes() -> int | None:
     """Physical memory the OS reports as available (Linux), or None when it cannot tell."""

@@ -188,7 +188,7 @@ def test_augmented_atac_is_eq12_and_chunking_does_not_change_it(trained):
     # either way each cell's expected counts sum to its library size
     for matrix in (full, atac_alone):
         np.testing.assert_allclose(matrix.sum(1), np.exp(trained._atac_log_library), rtol=1e-3)
-    with pytest.raises(FactVAEInputError, match=r"latent must be 'joint'.*or 'atac'"):
+    with pytest.raises(FactVAEInputError, match=r"latent must be one of \['joint', 'atac'\]"):
         trained.augment_atac(latent="rna")
 
 
