@@ -27,6 +27,7 @@ from factvae.outputs.link_tests import (
 from factvae.outputs.links import (
     CONTACT_FLOOR,
     PRIOR_CAP,
+    TWO_GROUP_STARTS,
     TwoGroupFit,
     candidate_pairs,
     contact,
@@ -254,6 +255,27 @@ def test_two_group_fit_learns_how_much_the_co_variation_counts():
     flat = two_group_fit(planted_candidates(shift=0.0)[1], contacts)
     assert flat.shift < 0.3
     assert roc_auc_score(linked, flat.posterior(zscore, contacts)) > 0.65
+
+
+def test_two_group_fit_finds_the_likeliest_of_its_starts():
+    """Weak evidence (shift 0.5) and a flat prior (0.2 x contact^0.1, contact divided by a
+    rank-like 1-5): from ABC's start alone L-BFGS stops at shift 0.67, exponent 0.26."""
+    rng = np.random.default_rng(0)
+    contacts = contact(rng.uniform(0, 150_000, 20_000)) / rng.integers(1, 6, 20_000)
+    linked = rng.random(len(contacts)) < 0.2 * contacts**0.1
+    zscore = rng.normal(size=len(contacts)) + 0.5 * linked
+    fit = two_group_fit(zscore, contacts)
+    assert abs(fit.shift - 0.5) < 0.15 and fit.exponent < 0.2
+    for shift, scale, exponent in TWO_GROUP_STARTS:  # no start is likelier than the answer
+        start = TwoGroupFit(shift, scale, exponent)
+        assert fit.log_likelihood(zscore, contacts) >= start.log_likelihood(zscore, contacts)
+
+
+def test_a_prior_too_small_to_hold_as_a_number_still_ranks_by_contact():
+    # without evidence (shift 0) the posterior is the prior, which must keep contact's order
+    fit = TwoGroupFit(shift=0.0, scale=1e-6, exponent=3.0)
+    contacts = np.geomspace(1e-4, 1.0, 50)
+    assert np.all(np.diff(fit.posterior(np.zeros(50), contacts)) > 0)
 
 
 def test_two_group_posterior_rises_with_evidence_and_contact():
