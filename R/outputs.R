@@ -148,6 +148,7 @@
                    zscore_cis = found$zscore_cis, pvalue_cis = found$pvalue_cis,
                    qvalue_cis = found$qvalue_cis, distance = found$distance,
                    in_prior = as.logical(found$in_prior), modelled = as.logical(found$modelled),
+                   gene_detection = as.numeric(found$gene_detection),
                    seqinfo = GenomeInfoDb::seqinfo(peaks))
   # Sorted by position, as Signac's LinkPeaks returns them.
   links[order(links)]
@@ -198,7 +199,11 @@
 #'   (the gene is one of the model's genes; the others are linked through a
 #'   ridge regression of their expression on the RNA latent, and a modelled
 #'   gene through its decoder factor blended with that regression, the factor
-#'   weighing more the more cells express the gene).
+#'   weighing more the more cells express the gene);
+#' * `gene_detection`: the share of cells expressing the gene. Genes seen in
+#'   few cells carry little co-variation evidence, so their links rank by
+#'   proximity; keep `gene_detection >= 0.01` for the genes in at least 1% of
+#'   cells.
 #'
 #' Works with or without Signac; on a ChromatinAssay, `Signac::Links()` returns
 #' the same links.

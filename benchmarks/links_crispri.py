@@ -1,5 +1,5 @@
 """Do the links find what CRISPRi finds? FactVAE's links on snare_hcellline (one default fit,
-seed 0; links for every gene detected in >= 1% of cells) scored against K562 CRISPRi
+seed 0; links for every gene detected in >= 3 cells) scored against K562 CRISPRi
 enhancer-gene pairs (benchmarks/crispri/k562_pairs_snare.tsv). Writes
 benchmarks/results/links_crispri.{json,md} (``--heldout``: links_crispri_heldout.*).
 
@@ -10,12 +10,12 @@ AUROC and AUPRC of the default score, distance alone (closest first), the neares
 peak first (the element's view of distance), a LinkPeaks-style
 correlation (Pearson over cells of log-normalised expression with accessibility counts) and
 the paper's cosine, with 95% bootstrap intervals over genes; AUROC within distance bins;
-the default score over every gene detected in >= 3 cells (``genes=``: what the 1% coverage
-rule costs against closest first, which ranks every pair); every score's AUROC over the pairs
-the default table holds, overall and within the distance bins (how it ranks, apart from
-coverage); coverage; links with q < 0.05 and with LinkPeaks' own filter, nominal p < 0.05
-(ours, and the LinkPeaks-style test of the same pairs against the same other-chromosome
-background) and how enriched CRISPRi positives are among them.
+the default score over the genes detected in >= 1% of cells or modelled only (``genes=``:
+the issue's coverage rule, the default before 2026-12-06; the pairs of rarer genes rank last);
+every score's AUROC over the pairs the default table holds, overall and within the distance
+bins (how it ranks, apart from coverage); coverage; links with q < 0.05 and with LinkPeaks' own
+filter, nominal p < 0.05 (ours, and the LinkPeaks-style test of the same pairs against the
+same other-chromosome background) and how enriched CRISPRi positives are among them.
 
     .venv/bin/python benchmarks/links_crispri.py                  # ~5 min (fit ~3)
     .venv/bin/python benchmarks/links_crispri.py --model /tmp/m   # reuse (or save) that fit
@@ -54,8 +54,7 @@ PAIRS = HERE / "crispri" / "k562_pairs_snare.tsv"
 DEVELOPMENT = "Gasperini2019"
 DISTANCE_BINS = ((0, 10_000), (10_000, 30_000), (30_000, 150_001))
 BOOTSTRAPS = 1_000
-MIN_DETECTION = 0.01
-WIDE_DETECTION_CELLS = 3  # the model's own min_cells: how much of the gap to distance is coverage
+MIN_DETECTION = 0.01  # the issue's coverage rule: positives whose gene is in >= 1% of cells
 
 
 class PearsonScorer:
@@ -220,16 +219,21 @@ def main() -> None:
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cosine = model.infer_links(rna=rna, gene_annotation=genes, score="cosine")
     cells_detected = np.asarray((rna.X > 0).sum(axis=0)).ravel()
-    wide = model.infer_links(
+    narrow = model.infer_links(
         rna=rna, gene_annotation=genes,
-        genes=rna.var_names[cells_detected >= WIDE_DETECTION_CELLS],
+        genes=rna.var_names[
+            (cells_detected >= MIN_DETECTION * rna.n_obs) | rna.var_names.isin(model.genes)
+        ],
     )  # fmt: skip
     linkpeaks = linkpeaks_style(model, rna, atac, links, seed=0)
     tables = {
         "FactVAE combined (default)": (links, "score"),
         "LinkPeaks-style correlation": (links.assign(r=linkpeaks["score"].to_numpy()), "r"),
         "FactVAE cosine (paper)": (cosine, "score"),
-        f"FactVAE combined, genes= every gene in >= {WIDE_DETECTION_CELLS} cells": (wide, "score"),
+        "FactVAE combined, genes= those in >= 1% of cells or modelled (before 2026-12-06)": (
+            narrow,
+            "score",
+        ),
         "FactVAE correlation (co-variation alone)": (links, "covariation"),
         "FactVAE abc (accessibility x contact share)": (links, "abc"),
     }

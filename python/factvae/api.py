@@ -283,7 +283,7 @@ class FactVAE(ModelState):
         """Gene-peak links within ``window`` bp of each TSS, ranked and tested.
 
         Genes: with ``rna`` (this model's cells' raw counts, every gene) every annotated gene
-        detected in at least ``link_min_detection`` (1%) of its cells, or the names in
+        detected in at least ``link_min_cells`` (3) of its cells, or the names in
         ``genes``; a gene outside the modelled HVGs gets a ridge loading on the RNA latent
         (:mod:`factvae.outputs.gene_loadings`), and a modelled gene its decoder factor blended
         with its ridge loading from the training counts, the factor weighing more the more
@@ -338,8 +338,13 @@ class FactVAE(ModelState):
                 )
             chosen = names[names.isin(annotation.index)]
             loadings = factors.loc[chosen].to_numpy(dtype=np.float64)
+            detection = (
+                self.gene_evidence.detection[self.genes.get_indexer(chosen)]
+                if self.gene_evidence is not None
+                else np.full(len(chosen), np.nan)  # models saved before 2026-12-05
+            )
         else:
-            chosen, loadings = link_gene_loadings(
+            chosen, loadings, detection = link_gene_loadings(
                 rna, genes, self.obs_names, annotation.index, factors, rna_latent
             )
         if len(chosen) == 0:
@@ -366,6 +371,7 @@ class FactVAE(ModelState):
             score=score,
             modelled=rows >= 0,
             competitors=annotation,
+            gene_detection=detection,
         )
 
     # ---- new cells: embedding them, and learning their batches ------------------------------

@@ -358,7 +358,9 @@ class RunSettings:
     augment_latent: str = "joint"
     link_window: int = 150_000
     link_score: str = "combined"
-    link_min_detection: float = 0.01  # links cover genes detected in >= 1% of cells
+    # links cover every annotated gene detected in at least this many cells (the model's own
+    # min_cells); a gene the counts barely see ranks by proximity, as its evidence is weak
+    link_min_cells: int = 3
     n_background: int = 100_000
 
 

@@ -135,9 +135,10 @@ def test_fit_h5ad_writes_outputs_and_the_model_reloads(
     inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
+    # 60 modelled genes (the last --hvg counts) of the 97 in >= 3 cells: links reach the others
     assert (
         _fit(inputs, out, "--augment-threshold", "0.05", "--augment-latent", "atac",
-             "--atac-weight", "0.05")
+             "--atac-weight", "0.05", "--hvg", "60")
         == 0
     )  # fmt: skip
     assert "augmented_atac.h5ad" in capsys.readouterr().out
@@ -160,6 +161,7 @@ def test_fit_h5ad_writes_outputs_and_the_model_reloads(
     assert set(links.loc[links["modelled"], "gene"]) <= set(model.genes)
     assert not links.loc[~links["modelled"], "gene"].isin(model.genes).any()
     assert set(links["gene"]) > set(links.loc[links["modelled"], "gene"])
+    assert ((links["gene_detection"] > 0) & (links["gene_detection"] <= 1)).all()
 
     augmented = anndata.read_h5ad(out / "augmented_atac.h5ad")
     assert augmented.shape == (160, len(model.peaks))

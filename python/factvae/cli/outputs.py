@@ -45,13 +45,14 @@ FIT_OUTPUTS = outputs_epilog(
         (
             LINKS_FILE,
             "candidate gene-peak pairs within --links-window of the TSS of every\n"
-            "gene detected in >= 1% of cells, best first: gene, peak, score\n"
+            "gene detected in >= 3 cells, best first: gene, peak, score\n"
             "(--links-score) and its ingredients covariation, activity, contact, abc,\n"
             "peak_share, evidence (covariation against every peak on other chromosomes);\n"
             "zscore, pvalue, qvalue: covariation against peaks of matched accessibility\n"
             "on other chromosomes (LinkPeaks); zscore_cis, pvalue_cis, qvalue_cis:\n"
             "against pairs at the same distance; distance (signed, negative =\n"
-            "upstream), in_prior, modelled, chrom, tss",
+            "upstream), in_prior, modelled, gene_detection (share of cells\n"
+            "expressing the gene), chrom, tss",
         ),
         (
             AUGMENTED_FILE,

@@ -110,12 +110,13 @@ def link_gene_loadings(
     annotated: pd.Index,
     factors: pd.DataFrame,
     latent: np.ndarray,
-) -> tuple[pd.Index, np.ndarray]:
-    """The genes to link and their loadings on the RNA latent.
+) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """The genes to link, their loadings on the RNA latent and the share of ``rna``'s cells
+    that express each.
 
     ``rna``: raw counts (AnnData) holding the model's ``cells`` (their ``latent`` rows, in
     order). The genes are ``genes`` if given, else every gene of ``rna`` detected in at least
-    ``link_min_detection`` of its cells (or modelled); only ``annotated`` ones are kept.
+    ``link_min_cells`` of its cells (or modelled); only ``annotated`` ones are kept.
     Modelled genes (the rows of ``factors``: their :func:`link_directions`) keep those; the
     others get ridge loadings from their counts.
     """
@@ -128,7 +129,7 @@ def link_gene_loadings(
         )
     names = pd.Index(rna.var_names.astype(str))
     if genes is None:
-        detected = counts.detected / counts.counts.shape[0] >= RUN_DEFAULTS.link_min_detection
+        detected = counts.detected >= RUN_DEFAULTS.link_min_cells
         chosen = names[names.isin(annotated) & (detected | names.isin(factors.index))]
     else:
         chosen = pd.Index(np.asarray(genes).astype(str).ravel())
@@ -144,4 +145,5 @@ def link_gene_loadings(
     if (~modelled).any():
         subset = counts.select_columns(names.get_indexer(chosen[~modelled])).permute_rows(order)
         loadings[~modelled] = ridge_loadings(subset.counts, subset.cell_totals, latent)
-    return chosen, loadings
+    detection = counts.detected[names.get_indexer(chosen)] / max(counts.counts.shape[0], 1)
+    return chosen, loadings, detection

@@ -269,6 +269,7 @@ def infer_links(
     score: str = "combined",
     modelled: np.ndarray | None = None,
     competitors: pd.DataFrame | None = None,
+    gene_detection: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Score the candidate pairs within ``window`` bp of each TSS and test them.
 
@@ -290,7 +291,9 @@ def infer_links(
       covariation's z-score against every peak on other chromosomes, whatever its
       accessibility), fitted to the candidates outside ``prior``.
     * ``in_prior``: the prior's own pairs, which training tied together; ``modelled``: the
-      gene is one the decoder models (else it has a ridge loading).
+      gene is one the decoder models (else it has a ridge loading); ``gene_detection``: the
+      share of cells expressing the gene (``gene_detection``, same order as ``genes``; NaN
+      where not given), so a user can keep only genes the counts see well.
     """
     if window <= 0 or n_background < 1:
         raise FactVAEInputError("window must be > 0 bp and n_background >= 1.")
@@ -362,6 +365,9 @@ def infer_links(
             "distance": distance,
             "in_prior": in_prior,
             "modelled": np.ones(len(g), dtype=bool) if modelled is None else modelled[g],
+            "gene_detection": (
+                np.full(len(g), np.nan) if gene_detection is None else gene_detection[g]
+            ),
             "chrom": genes["chrom"].astype(str).to_numpy()[g],
             "tss": tss(genes)[g],
         }

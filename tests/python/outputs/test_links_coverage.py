@@ -2,6 +2,7 @@
 
 import copy
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,8 +50,8 @@ def few_hvgs(sim) -> factvae.FactVAE:
 
 def test_links_cover_every_detected_annotated_gene(few_hvgs, sim):
     trained = few_hvgs
-    detected = pd.Series(np.asarray((sim.rna.X > 0).mean(axis=0)).ravel(), sim.rna.var_names)
-    wanted = set(detected.index[detected >= RUN_DEFAULTS.link_min_detection])
+    detected = pd.Series(np.asarray((sim.rna.X > 0).sum(axis=0)).ravel(), sim.rna.var_names)
+    wanted = set(detected.index[detected >= RUN_DEFAULTS.link_min_cells])
     wanted &= set(sim.genes["gene_name"])
     links = trained.infer_links(n_background=2000, rna=sim.rna)
     linked = set(links["gene"])
@@ -72,6 +73,27 @@ def test_links_cover_every_detected_annotated_gene(few_hvgs, sim):
     mine = links[links["modelled"]].set_index(["gene", "peak"])["covariation"]
     alone = own.set_index(["gene", "peak"])["covariation"]
     np.testing.assert_allclose(mine.reindex(alone.index).to_numpy(), alone.to_numpy())
+
+
+def test_rare_genes_are_linked_from_three_cells_and_say_how_rare(few_hvgs, sim):
+    """The default covers a gene in 3 cells even where that is under 1% of them, and each
+    pair carries its gene's detection, so a user can apply a stricter rule."""
+    twice = sim.rna.copy()
+    twice.obs_names = [f"{name}-again" for name in sim.rna.obs_names]
+    rna = ad.concat([sim.rna, twice])  # 600 cells: a gene in 2 of the 300 is in 4, 0.67%
+    cells = pd.Series(np.asarray((rna.X > 0).sum(axis=0)).ravel(), rna.var_names)
+    links = few_hvgs.infer_links(n_background=500, rna=rna)
+    annotation = sim.genes.set_index("gene_name")
+    reachable = set(
+        annotation.index[candidate_pairs(annotation, few_hvgs.peak_coords, 150_000)["gene_idx"]]
+    )
+    rare = {g for g in cells.index[(cells >= 3) & (cells < 0.01 * rna.n_obs)] if g in reachable}
+    unseen = {g for g in cells.index[cells < 3] if g in reachable} - set(few_hvgs.genes)
+    assert rare and unseen
+    assert rare <= set(links["gene"]) and not unseen & set(links["gene"])
+    np.testing.assert_allclose(
+        links["gene_detection"], cells.reindex(links["gene"]).to_numpy() / rna.n_obs
+    )
 
 
 def test_the_combined_score_is_fitted_outside_the_prior(few_hvgs):

@@ -254,8 +254,11 @@ def test_links_table(trained, sim):
     assert list(links.columns) == [
         "gene", "peak", "score", "covariation", "activity", "contact", "abc", "peak_share",
         "evidence", "zscore", "pvalue", "qvalue", "zscore_cis", "pvalue_cis", "qvalue_cis",
-        "distance", "in_prior", "modelled", "chrom", "tss",
+        "distance", "in_prior", "modelled", "gene_detection", "chrom", "tss",
     ]  # fmt: skip
+    # without rna=, the modelled genes' detection as training measured it
+    share = pd.Series(np.asarray((sim.rna.X > 0).mean(axis=0)).ravel(), sim.rna.var_names)
+    np.testing.assert_allclose(links["gene_detection"], share.reindex(links["gene"]).to_numpy())
     prior = trained.g2p.matrix[
         trained.genes.get_indexer(links["gene"]), trained.peaks.get_indexer(links["peak"])
     ].A1
