@@ -178,7 +178,9 @@ test_that("links are a Signac-style GRanges joining genes to peaks of the input"
   expect_identical(names(GenomicRanges::mcols(links)),
                    c("score", "gene", "peak", "covariation", "activity", "contact", "abc",
                      "peak_share", "evidence", "zscore", "pvalue", "qvalue", "zscore_cis",
-                     "pvalue_cis", "qvalue_cis", "distance", "in_prior", "modelled"))
+                     "pvalue_cis", "qvalue_cis", "distance", "in_prior", "modelled",
+                     "gene_detection"))
+  expect_true(all(links$gene_detection > 0 & links$gene_detection <= 1))
   expect_gt(length(links), 100)
   expect_true(all(links$gene %in% rownames(fit[["RNA"]])))
   expect_true(all(links$peak %in% rownames(fit[["ATAC"]])))
