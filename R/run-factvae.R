@@ -148,8 +148,8 @@
 #'   other chromosomes, as Signac's `LinkPeaks()` tests it. The table also has
 #'   `pvalue_cis`, against pairs at the same distance (see [FactVAELinks()]).
 #' @param link.genes Genes to link (as `genes.use` of Signac's `LinkPeaks()`);
-#'   `NULL` links every annotated gene of the RNA assay detected in at least 3
-#'   cells (the core's `link_min_cells`), not only the modelled variable genes;
+#'   `NULL` links every annotated gene of the RNA assay detected in any cell
+#'   (the core's `link_min_cells`), not only the modelled variable genes;
 #'   the links' `gene_detection` column lets you keep the well-measured ones.
 #' @param reduction.name Name of the joint reduction; the RNA and ATAC ones
 #'   get the suffixes `.rna` and `.atac`.

@@ -283,7 +283,7 @@ class FactVAE(ModelState):
         """Gene-peak links within ``window`` bp of each TSS, ranked and tested.
 
         Genes: with ``rna`` (this model's cells' raw counts, every gene) every annotated gene
-        detected in at least ``link_min_cells`` (3) of its cells, or the names in
+        detected in at least ``link_min_cells`` (1) of its cells, or the names in
         ``genes``; a gene outside the modelled HVGs gets a ridge loading on the RNA latent
         (:mod:`factvae.outputs.gene_loadings`), and a modelled gene its decoder factor blended
         with its ridge loading from the training counts, the factor weighing more the more

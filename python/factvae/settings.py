@@ -358,9 +358,10 @@ class RunSettings:
     augment_latent: str = "joint"
     link_window: int = 150_000
     link_score: str = "combined"
-    # links cover every annotated gene detected in at least this many cells (the model's own
-    # min_cells); a gene the counts barely see ranks by proximity, as its evidence is weak
-    link_min_cells: int = 3
+    # links cover every annotated gene the counts detect at all (the model fits only genes in
+    # min_cells); a gene seen in a cell or two carries little co-variation evidence, so its
+    # links rank by proximity, as a biologist ranks them
+    link_min_cells: int = 1
     n_background: int = 100_000
 
 

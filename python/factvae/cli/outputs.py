@@ -45,7 +45,7 @@ FIT_OUTPUTS = outputs_epilog(
         (
             LINKS_FILE,
             "candidate gene-peak pairs within --links-window of the TSS of every\n"
-            "gene detected in >= 3 cells, best first: gene, peak, score\n"
+            "gene the counts detect, best first: gene, peak, score\n"
             "(--links-score) and its ingredients covariation, activity, contact, abc,\n"
             "peak_share, evidence (covariation against every peak on other chromosomes);\n"
             "zscore, pvalue, qvalue: covariation against peaks of matched accessibility\n"
