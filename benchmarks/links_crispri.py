@@ -49,6 +49,7 @@ from factvae.outputs.link_tests import (  # noqa: E402
     quantile_bins,
 )
 from factvae.outputs.links import candidate_pairs  # noqa: E402
+from factvae.settings import MODEL_DEFAULTS  # noqa: E402
 from snare_data import load_snare  # noqa: E402
 
 PAIRS = HERE / "crispri" / "k562_pairs_snare.tsv"
@@ -221,8 +222,9 @@ def main() -> None:
     cosine = model.infer_links(rna=rna, gene_annotation=genes, score="cosine")
     cells_detected = np.asarray((rna.X > 0).sum(axis=0)).ravel()
     three_cells = model.infer_links(
-        rna=rna, gene_annotation=genes, genes=rna.var_names[cells_detected >= 3]
-    )
+        rna=rna, gene_annotation=genes,
+        genes=rna.var_names[cells_detected >= MODEL_DEFAULTS.min_cells],
+    )  # fmt: skip
     narrow = model.infer_links(
         rna=rna, gene_annotation=genes,
         genes=rna.var_names[
