@@ -144,7 +144,9 @@
                    score = found$score, gene = found$gene, peak = found$peak,
                    covariation = found$covariation, activity = found$activity,
                    contact = found$contact, abc = found$abc, peak_share = found$peak_share,
-                   evidence = found$evidence, zscore = found$zscore, pvalue = found$pvalue, qvalue = found$qvalue,
+                   evidence = found$evidence, evidence_gene = found$evidence_gene,
+                   evidence_peak = found$evidence_peak, zscore = found$zscore,
+                   pvalue = found$pvalue, qvalue = found$qvalue,
                    zscore_cis = found$zscore_cis, pvalue_cis = found$pvalue_cis,
                    qvalue_cis = found$qvalue_cis, distance = found$distance,
                    in_prior = as.logical(found$in_prior), modelled = as.logical(found$modelled),
@@ -183,9 +185,16 @@
 #'   share of the gene's candidates): the Activity-by-Contact ingredients;
 #' * `peak_share`: `contact` as a share of the peak's contact with every
 #'   annotated TSS within the window (near another gene's promoter, low);
-#' * `evidence`: the co-variation's z-score against the same gene with every
-#'   peak on other chromosomes, whatever its accessibility (the default
-#'   score's evidence);
+#' * `evidence`: the default score's evidence, `evidence_gene` and
+#'   `evidence_peak` joined into one z-score (their sum over
+#'   `sqrt(2 + 2r)`, `r` their correlation over the candidates outside the
+#'   prior, so that it stays N(0, 1) for unlinked pairs);
+#' * `evidence_gene`: the co-variation's z-score against the same gene with
+#'   every peak on other chromosomes, whatever its accessibility;
+#' * `evidence_peak`: its z-score against the same peak with every gene on
+#'   other chromosomes detected in about as many cells (every gene the counts
+#'   detect, whichever are linked), so a peak that co-varies with genes
+#'   everywhere counts less;
 #' * `zscore`, `pvalue`, `qvalue`: the co-variation against the same gene with
 #'   every peak of matched accessibility on other chromosomes, as Signac's
 #'   `LinkPeaks()` tests it with a random draw of them (here the background's

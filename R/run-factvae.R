@@ -136,7 +136,9 @@
 #'   the peak's contact that goes to this gene rather than to other annotated
 #'   TSSs near it; its evidence (`evidence`) the z-score of the model's
 #'   co-variation of the pair against the gene's with every peak on other
-#'   chromosomes, so the co-variation counts as much as the data show it does; `"abc"`, the peak's accessibility times that
+#'   chromosomes joined with its z-score against the peak's with every gene
+#'   on other chromosomes, so the co-variation counts as much as the data
+#'   show it does; `"abc"`, the peak's accessibility times that
 #'   contact, as a share of its gene's candidates; `"correlation"`, the co-variation alone: the
 #'   correlation over cells of the gene's and the peak's contributions to the
 #'   model's decoders, which does not depend on how the RNA and ATAC latent

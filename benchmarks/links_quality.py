@@ -16,6 +16,7 @@ links_quality.md.
     .venv/bin/python benchmarks/links_quality.py                  # 1 and 2 (~25 min)
     .venv/bin/python benchmarks/links_quality.py --skip-simulated --seeds 0
     .venv/bin/python benchmarks/links_quality.py --significant-only   # 3 (~2 min)
+    .venv/bin/python benchmarks/links_quality.py --skip-snare --models /tmp/m  # reuse fits
 """
 
 from __future__ import annotations
@@ -222,21 +223,30 @@ def significant_links(settings: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def planted(n_peaks: int, settings: dict) -> dict:
-    """Planted links among all candidates and among distal ones (outside the prior)."""
+def planted(n_peaks: int, settings: dict, models: Path | None = None) -> dict:
+    """Planted links among all candidates and among distal ones (outside the prior). With
+    ``models``, the fit is loaded from ``models/planted_<peaks>`` when saved there (its fit
+    time is then unknown), else fitted and saved there: link scores can be compared on the
+    same fits."""
     import factvae
 
     n_genes = max(500, n_peaks // 20)
     sim = factvae.simulate(
         n_cells=SIMULATED_CELLS, n_genes=n_genes, n_peaks=n_peaks, atac_density=0.03, seed=0
     )
+    saved = models / f"planted_{n_peaks}" if models else None
     start = time.perf_counter()
-    # simulated TSSs lack real data's peaks (see factvae.simulate): no build check
-    model = factvae.FactVAE(
-        sim.rna, sim.atac, gene_annotation=sim.genes, check_build=False, **settings
-    )
-    model.fit(progress=False)
-    seconds = time.perf_counter() - start
+    if saved and (saved / "weights.pt").exists():
+        model, seconds = factvae.FactVAE.load(saved), None
+    else:
+        # simulated TSSs lack real data's peaks (see factvae.simulate): no build check
+        model = factvae.FactVAE(
+            sim.rna, sim.atac, gene_annotation=sim.genes, check_build=False, **settings
+        )
+        model.fit(progress=False)
+        seconds = time.perf_counter() - start
+        if saved:
+            model.save(saved)
     links, scores = all_scores(model, sim.rna, sim.atac)
     truth = set(zip(sim.links["gene"], sim.links["peak"]))
     labels = np.array([pair in truth for pair in zip(links["gene"], links["peak"])])
@@ -280,7 +290,10 @@ def summarise(snare: list[dict], simulated: list[dict]) -> str:
         for name in names:
             cells = [f"{r[name]['all']:.3f} / {r[name]['distal']:.3f}" for r in simulated]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        fits = ", ".join(f"{r['peaks']:,}: {r['train_s']:.0f} s" for r in simulated)
+        fits = ", ".join(
+            f"{r['peaks']:,}: " + (f"{r['train_s']:.0f} s" if r["train_s"] else "a saved fit")
+            for r in simulated
+        )
         lines += ["", f"Fit times: {fits}."]
     return "\n".join(lines) + "\n"
 
@@ -299,6 +312,7 @@ def main() -> None:
         help="model settings as JSON, e.g. '{\"n_latent\": 30}'",
     )
     parser.add_argument("--significant-only", action="store_true")
+    parser.add_argument("--models", type=Path, help="folder to reuse (or save) the planted fits")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     if args.significant_only:
@@ -311,7 +325,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     simulated = []
     for n_peaks in [] if args.skip_simulated else args.peaks:
-        simulated.append(planted(n_peaks, args.settings))
+        simulated.append(planted(n_peaks, args.settings, args.models))
         print(json.dumps(simulated[-1]), flush=True)
     results = HERE / "results"
     results.mkdir(exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,13 @@ from factvae.io.streaming import write_h5ad_chunks
 from factvae.outputs.augment import AUGMENT_LATENTS, augmented_chunks, collect
 from factvae.outputs.gene_loadings import link_directions, link_gene_loadings
 from factvae.outputs.latent import latent_means
-from factvae.outputs.links import LINK_SCORES, correlation_scorer, cosine_scorer, infer_links
+from factvae.outputs.links import (
+    LINK_SCORES,
+    GeneBackground,
+    correlation_scorer,
+    cosine_scorer,
+    infer_links,
+)
 from factvae.settings import RUN_DEFAULTS
 from factvae.state import ModelState
 from factvae.train import fitting
@@ -297,7 +304,9 @@ class FactVAE(ModelState):
         the peak's power-law contact with the TSS (as ABC without Hi-C) times its share of the
         peak's contact with every TSS of the annotation near it, evidence from the z-score of
         the model's co-variation of the pair against the gene's with every peak on other
-        chromosomes (``evidence``), weighted as much as the data support; ``"abc"`` by
+        chromosomes joined with its z-score against the peak's with every gene on other
+        chromosomes that these inputs reach (``evidence``), weighted as much as the data
+        support; ``"abc"`` by
         accessibility x contact as a share of the gene's candidates; ``"correlation"`` by the
         co-variation alone; ``"cosine"`` by the paper's embedding cosine.
         ``pvalue``/``qvalue``: the co-variation against every peak of matched accessibility on
@@ -329,39 +338,39 @@ class FactVAE(ModelState):
             )
             factors = pd.DataFrame(directions, index=factors.index, columns=factors.columns)
         if rna is None:
-            names = self.genes if genes is None else pd.Index(np.asarray(genes).astype(str))
-            outside = names[~names.isin(self.genes)]
-            if len(outside):
-                raise FactVAEInputError(
-                    f"genes {outside[:3].tolist()} are not modelled genes; pass rna= (raw counts "
-                    "of this model's cells) to link genes outside the modelled set."
-                )
-            chosen = names[names.isin(annotation.index)]
-            loadings = factors.loc[chosen].to_numpy(dtype=np.float64)
-            detection = (
-                self.gene_evidence.detection[self.genes.get_indexer(chosen)]
-                if self.gene_evidence is not None
-                else np.full(len(chosen), np.nan)  # models saved before 2026-12-05
-            )
+            chosen, loadings, detection = self._modelled_link_genes(genes, annotation, factors)
+            background = self._modelled_link_genes(None, annotation, factors)
         else:
-            chosen, loadings, detection = link_gene_loadings(
-                rna, genes, self.obs_names, annotation.index, factors, rna_latent
-            )
+            pick = partial(
+                link_gene_loadings, rna, cells=self.obs_names, annotated=annotation.index,
+                factors=factors, latent=rna_latent,
+            )  # fmt: skip
+            chosen, loadings, detection = pick(genes)
+            background = (chosen, loadings, detection) if genes is None else pick(None)
         if len(chosen) == 0:
             raise FactVAEInputError("None of the chosen genes has coordinates in the annotation.")
-        located = annotation.loc[chosen]
         peaks = self.peak_embeddings().to_numpy(dtype=np.float64)
         if score == "cosine":
-            scorer = cosine_scorer(loadings, peaks)
+            make_scorer = partial(cosine_scorer, peak_embeddings=peaks)
         else:
             atac_latent = self.get_latent("atac", posterior_means=True).astype(np.float64)
-            scorer = correlation_scorer(loadings, peaks, rna_latent, atac_latent)
+            make_scorer = partial(
+                correlation_scorer, peak_factors=peaks, rna_latent=rna_latent,
+                atac_latent=atac_latent,
+            )  # fmt: skip
+        # each peak is also compared with every gene these inputs reach, whichever are linked
+        names, background_loadings, background_detection = background
+        peak_background = GeneBackground(
+            make_scorer(background_loadings).genes,
+            annotation.loc[names, "chrom"].to_numpy(),
+            background_detection if np.isfinite(background_detection).all() else None,
+        )
         rows = self.genes.get_indexer(chosen)
         prior = sp.csr_matrix(self.g2p.matrix)[np.maximum(rows, 0)]
         prior = sp.diags((rows >= 0).astype(np.float32)) @ prior  # unmodelled: no prior pairs
         return infer_links(
-            scorer,
-            located,
+            make_scorer(loadings),
+            annotation.loc[chosen],
             self.peak_coords,
             window,
             n_background,
@@ -372,7 +381,29 @@ class FactVAE(ModelState):
             modelled=rows >= 0,
             competitors=annotation,
             gene_detection=detection,
+            peak_background=peak_background,
         )
+
+    def _modelled_link_genes(
+        self, genes: Any, annotation: pd.DataFrame, factors: pd.DataFrame
+    ) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+        """The modelled genes to link (all, or those named in ``genes``) that have
+        coordinates, their link directions (rows of ``factors``) and the share of training
+        cells expressing each (NaN for models saved before 2026-12-05)."""
+        names = self.genes if genes is None else pd.Index(np.asarray(genes).astype(str))
+        outside = names[~names.isin(self.genes)]
+        if len(outside):
+            raise FactVAEInputError(
+                f"genes {outside[:3].tolist()} are not modelled genes; pass rna= (raw counts "
+                "of this model's cells) to link genes outside the modelled set."
+            )
+        chosen = names[names.isin(annotation.index)]
+        detection = (
+            self.gene_evidence.detection[self.genes.get_indexer(chosen)]
+            if self.gene_evidence is not None
+            else np.full(len(chosen), np.nan)
+        )
+        return chosen, factors.loc[chosen].to_numpy(dtype=np.float64), detection
 
     # ---- new cells: embedding them, and learning their batches ------------------------------
     def map_query(

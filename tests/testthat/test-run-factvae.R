@@ -177,7 +177,8 @@ test_that("links are a Signac-style GRanges joining genes to peaks of the input"
   expect_s4_class(links, "GRanges")
   expect_identical(names(GenomicRanges::mcols(links)),
                    c("score", "gene", "peak", "covariation", "activity", "contact", "abc",
-                     "peak_share", "evidence", "zscore", "pvalue", "qvalue", "zscore_cis",
+                     "peak_share", "evidence", "evidence_gene", "evidence_peak", "zscore",
+                     "pvalue", "qvalue", "zscore_cis",
                      "pvalue_cis", "qvalue_cis", "distance", "in_prior", "modelled",
                      "gene_detection"))
   expect_true(all(links$gene_detection > 0 & links$gene_detection <= 1))

@@ -20,8 +20,11 @@ from factvae.outputs.gene_loadings import (
     ridge_loadings,
 )
 from factvae.outputs.link_tests import (
+    GENE_DETECTION_BINS,
     TRANS_ACCESSIBILITY_BINS,
+    correlated_stouffer,
     other_chromosome_test,
+    peak_centred_zscore,
     quantile_bins,
 )
 from factvae.outputs.links import (
@@ -242,6 +245,78 @@ def test_other_chromosome_test_scores_against_the_genes_own_background():
     )  # fmt: skip
     assert 0.5 < zscore[0] < 1.5 and zscore[1] > 4.5
     assert pvalue[1] < 1e-5 < pvalue[0]
+
+
+def test_peak_background_is_every_off_chromosome_gene_detected_as_often():
+    """The peak's side: the pair's score against the same peak with every gene on another
+    chromosome in the pair's gene's detection bin, counted one by one; a peak that
+    co-varies with every gene stands out less than one that co-varies with its own."""
+    rng = np.random.default_rng(2)
+    n_genes, k = 1500, 3
+    gene_chrom = rng.integers(0, 4, n_genes)
+    detection = rng.beta(0.5, 3, n_genes)
+    gene_rows = rng.standard_normal((n_genes, k)) + detection[:, None] * 4  # bins differ
+    peak_side = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    peak_chrom = np.array([0, 1])
+    genes = rng.choice(n_genes, 40)
+    peaks = np.repeat([0, 1], 20)
+    score = np.einsum("ij,ij->i", gene_rows[genes], peak_side[peaks])
+    zscore = peak_centred_zscore(
+        peak_side, gene_rows, score, peaks, detection[genes], peak_chrom, gene_chrom, detection
+    )
+    bins = quantile_bins(detection, GENE_DETECTION_BINS)
+    for row in (0, 25, 39):
+        pool = (gene_chrom != peak_chrom[peaks[row]]) & (bins == bins[genes[row]])
+        null = gene_rows[pool] @ peak_side[peaks[row]]
+        assert zscore[row] == pytest.approx((score[row] - null.mean()) / null.std(ddof=1))
+    unknown = peak_centred_zscore(
+        peak_side, gene_rows, score, peaks, None, peak_chrom, gene_chrom, detection
+    )
+    null = gene_rows[gene_chrom != 0] @ peak_side[0]
+    assert unknown[0] == pytest.approx((score[0] - null.mean()) / null.std(ddof=1))
+    # a hub peak (offset 0.5 with every gene) against a quiet one, the same score 0.6
+    hub = np.column_stack([np.ones(n_genes), rng.standard_normal(n_genes) * 0.1])
+    z = peak_centred_zscore(
+        np.array([[0.5, 1.0], [0.0, 1.0]]), hub, np.array([0.6, 0.6]), np.array([0, 1]), None,
+        np.array([0, 0]), np.ones(n_genes, dtype=np.int64), None,
+    )  # fmt: skip
+    assert 0.5 < z[0] < 1.5 and z[1] > 4.5
+
+
+def test_correlated_z_scores_join_into_a_unit_null():
+    """Two z-scores of one co-variation are correlated; their sum over sqrt(2 + 2r) is
+    N(0, 1) again for null pairs, where a plain Stouffer sum over sqrt(2) is too wide."""
+    rng = np.random.default_rng(3)
+    first, second = rng.multivariate_normal([0, 0], [[1, 0.8], [0.8, 1]], 200_000).T
+    everyone = np.ones(len(first), dtype=bool)
+    joined = correlated_stouffer(first, second, everyone)
+    assert joined.std() == pytest.approx(1.0, abs=0.01)
+    assert ((first + second) / np.sqrt(2)).std() > 1.3
+    # r is read over the pairs named only
+    half = np.arange(len(first)) < len(first) // 2
+    shifted = second + np.where(half, 0.0, 5.0 * rng.standard_normal(len(first)))
+    np.testing.assert_allclose(
+        correlated_stouffer(first, shifted, half),
+        (first + shifted) / np.sqrt(2 + 2 * np.corrcoef(first[half], shifted[half])[0, 1]),
+    )
+
+
+def test_the_evidence_reads_both_ends_against_every_reachable_gene(few_hvgs, sim):
+    """``evidence`` joins the gene's and the peak's z-scores; the peak's background is every
+    gene the inputs reach, so a pair's evidence does not depend on which genes are asked."""
+    links = few_hvgs.infer_links(n_background=500, rna=sim.rna)
+    outside = ~links["in_prior"].to_numpy()
+    joined = correlated_stouffer(
+        links["evidence_gene"].to_numpy(), links["evidence_peak"].to_numpy(), outside
+    )
+    np.testing.assert_allclose(links["evidence"], joined)
+    assert not np.allclose(links["evidence_gene"], links["evidence_peak"])
+    chosen = links["gene"].drop_duplicates().to_numpy()[:5]
+    few = few_hvgs.infer_links(n_background=500, rna=sim.rna, genes=chosen)
+    both = few.merge(links, on=["gene", "peak"], suffixes=("", "_all"))
+    assert len(both) == len(few) > 0
+    np.testing.assert_allclose(both["evidence_peak"], both["evidence_peak_all"])
+    np.testing.assert_allclose(both["evidence_gene"], both["evidence_gene_all"])
 
 
 def test_contact_is_flat_near_the_tss_then_a_power_law():

@@ -253,8 +253,9 @@ def test_links_table(trained, sim):
     links = trained.infer_links(window=150_000, n_background=5000)
     assert list(links.columns) == [
         "gene", "peak", "score", "covariation", "activity", "contact", "abc", "peak_share",
-        "evidence", "zscore", "pvalue", "qvalue", "zscore_cis", "pvalue_cis", "qvalue_cis",
-        "distance", "in_prior", "modelled", "gene_detection", "chrom", "tss",
+        "evidence", "evidence_gene", "evidence_peak", "zscore", "pvalue", "qvalue",
+        "zscore_cis", "pvalue_cis", "qvalue_cis", "distance", "in_prior", "modelled",
+        "gene_detection", "chrom", "tss",
     ]  # fmt: skip
     # without rna=, the modelled genes' detection as training measured it
     share = pd.Series(np.asarray((sim.rna.X > 0).mean(axis=0)).ravel(), sim.rna.var_names)
