@@ -306,9 +306,9 @@ class FactVAE(ModelState):
         the model's co-variation of the pair against the gene's with every peak on other
         chromosomes joined with its z-score against the peak's with every gene on other
         chromosomes that these inputs reach (``evidence``), weighted as much as the data
-        support; ``"abc"`` by
-        accessibility x contact as a share of the gene's candidates; ``"correlation"`` by the
-        co-variation alone; ``"cosine"`` by the paper's embedding cosine.
+        support; ``"abc"`` by accessibility x contact as a share of the gene's candidates;
+        ``"correlation"`` by the co-variation alone; ``"cosine"`` by the paper's embedding
+        cosine.
         ``pvalue``/``qvalue``: the co-variation against every peak of matched accessibility on
         other chromosomes, as Signac's LinkPeaks tests it with a random draw of them;
         ``pvalue_cis``/``qvalue_cis``: against up to ``n_background`` candidates outside the
@@ -339,7 +339,11 @@ class FactVAE(ModelState):
             factors = pd.DataFrame(directions, index=factors.index, columns=factors.columns)
         if rna is None:
             chosen, loadings, detection = self._modelled_link_genes(genes, annotation, factors)
-            background = self._modelled_link_genes(None, annotation, factors)
+            background = (
+                (chosen, loadings, detection)
+                if genes is None
+                else self._modelled_link_genes(None, annotation, factors)
+            )
         else:
             pick = partial(
                 link_gene_loadings, rna, cells=self.obs_names, annotated=annotation.index,
@@ -358,10 +362,13 @@ class FactVAE(ModelState):
                 correlation_scorer, peak_factors=peaks, rna_latent=rna_latent,
                 atac_latent=atac_latent,
             )  # fmt: skip
+        scorer = make_scorer(loadings)
         # each peak is also compared with every gene these inputs reach, whichever are linked
         names, background_loadings, background_detection = background
         peak_background = GeneBackground(
-            make_scorer(background_loadings).genes,
+            scorer.genes
+            if background_loadings is loadings
+            else make_scorer(background_loadings).genes,
             annotation.loc[names, "chrom"].to_numpy(),
             background_detection if np.isfinite(background_detection).all() else None,
         )
@@ -369,7 +376,7 @@ class FactVAE(ModelState):
         prior = sp.csr_matrix(self.g2p.matrix)[np.maximum(rows, 0)]
         prior = sp.diags((rows >= 0).astype(np.float32)) @ prior  # unmodelled: no prior pairs
         return infer_links(
-            make_scorer(loadings),
+            scorer,
             annotation.loc[chosen],
             self.peak_coords,
             window,
