@@ -8,16 +8,20 @@ import pytest
 import scipy.sparse as sp
 
 import factvae
+from baselines import baseline_embeddings
 from factvae.cli import main
 from factvae.data.preprocessing import atac_lsi
-from factvae.outputs.scores import clustering_scores
+from factvae.outputs.scores import clustering_scores, embedding_scores
 from snare_data import snare_folder
 
 pytestmark = pytest.mark.slow  # trains on the real data for minutes
 
 
 def _ari(embedding: np.ndarray, labels) -> float:
-    return clustering_scores(embedding, labels)["ari"]
+    """The benchmarks' ARI, the median of several k-means draws: one draw moves by a cell or
+    two with the thread count (seed 0's joint embedding, the same on one and on two threads:
+    the seed-0 draw 0.968 and 0.973, the median 0.970 on both)."""
+    return embedding_scores(embedding, labels)["ari"]
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +33,26 @@ def snare_model(snare):
 
 def test_the_defaults_stop_by_themselves_and_every_output_beats_its_baseline(snare):
     """The default schedule: 10% held out, early stopping, at most 200 epochs here. Issue 23's
-    bars on this set (seed 0 measured 0.974 / 0.969 / 0.920 as the benchmarks score; under
-    this LSI the augmented ATAC 0.96, decoded from the ATAC half alone 0.90, raw 0.76): the
-    joint embedding at least its RNA half, an ATAC half that learnt the lines from the RNA,
-    and an augmented ATAC that clusters better than the raw counts under the same LSI, and no
-    worse than the ATAC half's own decoding, which it replaced as the default."""
+    bars on this set, scored as the benchmarks score (seed 0 measured joint / RNA half / ATAC
+    half ARI 0.970 / 0.970 / 0.91-0.915 on one and on two threads; under this LSI the augmented
+    ATAC 0.96, decoded from the ATAC half alone 0.90, raw 0.76): the joint embedding at least
+    its RNA half and its 15-NN accuracy above every simple pipeline's (0.989 against PCA +
+    LSI's 0.982), an ATAC half that learnt the lines from the RNA, and an augmented ATAC that
+    clusters better than the raw counts under the same LSI, and no worse than the ATAC half's
+    own decoding, which it replaced as the default."""
     rna, atac, genes = snare
     model = factvae.FactVAE(rna, atac, gene_annotation=genes).fit(seed=0, progress=False)
     summary = model.training_summary
     assert summary["max_epochs"] == 200 and summary["validation_cells"] == 105
     assert len(model.history) <= 200 and summary["skipped_steps"] == 0
     labels = rna.obs["cell_type"].to_numpy()
-    joint, rna_half = (_ari(model.get_latent(kind), labels) for kind in ("joint", "rna"))
-    assert joint >= 0.97 and joint >= rna_half, (joint, rna_half)
+    joint, rna_half = (
+        embedding_scores(model.get_latent(kind), labels) for kind in ("joint", "rna")
+    )
+    assert joint["ari"] >= 0.97 and joint["ari"] >= rna_half["ari"], (joint, rna_half)
+    baseline_knn = {name: embedding_scores(embedding, labels)["knn"] for name, embedding in
+                    baseline_embeddings(rna.X, atac.X).items()}  # fmt: skip
+    assert joint["knn"] > max(baseline_knn.values()), (joint, baseline_knn)
     assert _ari(model.get_latent("atac"), labels) >= 0.85
     assert model.get_latent("joint").shape == (rna.n_obs, 50)  # the halves averaged
     raw_lsi, _ = atac_lsi(sp.csr_matrix(atac.X), 100, seed=0)
