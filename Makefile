@@ -52,6 +52,7 @@ bench: setup
 	$(PYTHON) benchmarks/links.py
 	$(PYTHON) benchmarks/links_quality.py --seeds 0 1 2
 	$(PYTHON) benchmarks/links_crispri.py
+	$(PYTHON) benchmarks/links_within_lines.py
 	$(PYTHON) benchmarks/batches.py --seeds 0 1 2 --jobs 3
 	$(PYTHON) benchmarks/batches.py --seeds 0 1 --jobs 2 --imbalanced --no-mapping \
 		--name batches_imbalanced
