@@ -22,6 +22,16 @@ from factvae.train.trainer import Trainer
 RUN = {"max_epochs": 6, "batch_size": 64, "seed": 3, "progress": False}
 
 
+@pytest.fixture(autouse=True)
+def _interactive_ctrl_c():
+    """Python's own Ctrl-C handler, as an interactive session has it: a process that a shell
+    starts in the background (``cmd &``, nohup, some CI runners) inherits SIGINT ignored, and
+    these tests are about the handler, not about how pytest was launched."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _model(sim):
     return factvae.FactVAE(sim.rna, sim.atac, gene_annotation=sim.genes, **SMALL_SETTINGS)
 
