@@ -45,3 +45,18 @@ def test_tables_outside_the_blocks_say_where_they_come_from():
 def test_the_block_pattern_needs_a_name_and_an_end():
     assert BLOCK.fullmatch("<!-- results/a_b-1.0.md -->\n| x |\n<!-- end -->")
     assert not re.search(BLOCK, "<!-- results/a.md -->\n| x |\n")
+
+
+def test_the_guide_names_paragraphs_and_sections_that_exist():
+    text = README.read_text()
+    guide = text.split("\n## Where the current answers are\n", 1)[1].split("\n## ", 1)[0]
+    guide = " ".join(guide.split())
+    paragraphs = {line.split("**")[1] for line in text.split("\n\n") if line.startswith("**")}
+    headings = [line.lstrip("#").strip() for line in text.split("\n") if line.startswith("##")]
+    named = re.findall(r"\*\*(.+?)\*\*", guide)
+    sections = re.findall(r'"(.+?)"', guide)
+    assert named and sections, "the guide names no paragraph or section"
+    for name in named:
+        assert name in paragraphs, f"the guide names a paragraph that is not there: {name}"
+    for name in sections:
+        assert any(h.startswith(name) for h in headings), f"no section is named {name}"
