@@ -51,7 +51,7 @@ def test_the_guide_names_paragraphs_and_sections_that_exist():
     text = README.read_text()
     guide = text.split("\n## Where the current answers are\n", 1)[1].split("\n## ", 1)[0]
     guide = " ".join(guide.split())
-    paragraphs = {line.split("**")[1] for line in text.split("\n\n") if line.startswith("**")}
+    paragraphs = {part.split("**")[1] for part in text.split("\n\n") if part.startswith("**")}
     headings = [line.lstrip("#").strip() for line in text.split("\n") if line.startswith("##")]
     named = re.findall(r"\*\*(.+?)\*\*", guide)
     sections = re.findall(r'"(.+?)"', guide)
